@@ -1,0 +1,62 @@
+"""Fixes that modern PyTorch forces on mmengine 0.10.7, applied once by ``import boat_mm``.
+
+Safe checkpoint loading: since torch 2.6 ``torch.load`` defaults to ``weights_only=True``, and mmengine
+0.10.7 calls it without the argument, so loading or resuming any checkpoint mmengine itself wrote fails
+(its ``message_hub`` holds ``HistoryBuffer`` objects with numpy arrays and scalars). We keep the safe
+loader and allow-list exactly what such checkpoints contain, so a checkpoint carrying any other pickle
+payload is still refused without running it. Nothing installed is edited.
+"""
+import numpy as np
+import torch
+from torch.serialization import add_safe_globals
+
+__all__ = ['allow_mmengine_checkpoint_globals', 'MMENGINE_CHECKPOINT_GLOBALS']
+
+
+def _numpy_multiarray():
+    # numpy 2 moved numpy.core to numpy._core; pickles name whichever wrote them.
+    core = getattr(np, '_core', None) or np.core
+    return core.multiarray
+
+
+def _history_buffer_getattr(obj, name):
+    """Stand-in for ``builtins.getattr`` inside checkpoints.
+
+    ``HistoryBuffer._statistics_methods`` pickles its functions as ``getattr(HistoryBuffer, 'mean')``.
+    Only that is allowed: a getattr on anything else (the usual gadget of pickle exploits) is refused."""
+    from mmengine.logging import HistoryBuffer
+    value = HistoryBuffer.__dict__.get(name) if obj is HistoryBuffer else None
+    if not callable(value) or name.startswith('_'):
+        raise torch.serialization.pickle.UnpicklingError(
+            f'refused getattr({getattr(obj, "__name__", type(obj).__name__)}, {name!r}) in a checkpoint: '
+            'only HistoryBuffer statistics methods may be referenced')
+    return getattr(obj, name)
+
+
+def _numpy_dtype_classes():
+    dtypes = getattr(np, 'dtypes', None)
+    if dtypes is None:
+        return []
+    return [getattr(dtypes, n) for n in dir(dtypes) if n.endswith('DType') and isinstance(getattr(dtypes, n), type)]
+
+
+def _build_allow_list():
+    from mmengine.logging import HistoryBuffer
+    multiarray = _numpy_multiarray()
+    allowed = [HistoryBuffer, np.ndarray, np.dtype, (_history_buffer_getattr, 'builtins.getattr')]
+    for package in ('numpy._core', 'numpy.core'):
+        allowed.append((multiarray._reconstruct, f'{package}.multiarray._reconstruct'))
+        allowed.append((multiarray.scalar, f'{package}.multiarray.scalar'))
+    allowed.extend(_numpy_dtype_classes())
+    return allowed
+
+
+MMENGINE_CHECKPOINT_GLOBALS = _build_allow_list()
+
+
+def allow_mmengine_checkpoint_globals() -> None:
+    """Allow-list the globals of mmengine checkpoints for ``torch.load(weights_only=True)``."""
+    add_safe_globals(MMENGINE_CHECKPOINT_GLOBALS)
+
+
+allow_mmengine_checkpoint_globals()

@@ -1,0 +1,324 @@
+"""Feature-space local attention (FSLA), the half of BOAT that is not window attention.
+
+Paper: "BOAT: Bilateral Local Attention Vision Transformer", Tan Yu, Gangming Zhao, Ping Li, Yizhou Yu,
+arXiv 2201.13027. Tokens are grouped per attention head by balanced hierarchical binary clustering of
+their queries; every query attends to the keys of its own cluster plus ``overlap`` keys of its sibling
+cluster; a depthwise 3x3 convolution on v in image layout (LePE) adds position information.
+
+The released models only ever saw ``N = cluster_size * 2**K`` tokens. For any other ``N`` this module
+pads the token set to ``2**K * s`` slots (``s = ceil(N / 2**K)``) with *pad slots* that are excluded
+from every centroid, always sort last and are never attended to, so that no pad value can reach a real
+token's output. Pad slots are spread evenly over the tree (at most one per leaf cluster), which keeps
+every cluster within ``[cluster_size / 2, 2 * cluster_size]`` real tokens. Because the number of pad
+slots in every group is fixed by ``N`` alone, all index bookkeeping for them is static and cached.
+"""
+import math
+from functools import lru_cache
+from typing import List, NamedTuple, Optional, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+__all__ = ['FeatureSpaceLocalAttention', 'ClusterPlan', 'plan_clusters', 'balanced_hierarchical_clustering']
+
+# Released hyper-parameters (BOAT-Swin and BOAT-CSWin alike).
+DEFAULT_CLUSTER_SIZE = 49
+DEFAULT_OVERLAP = 20
+DEFAULT_KMEANS_ITERS = 2
+DEFAULT_TEMPERATURE = 100.0
+
+
+class ClusterPlan(NamedTuple):
+    """Static layout of the clustering for a given token count (depends on N only, never on data).
+
+    Attributes:
+        num_tokens: real tokens N.
+        num_levels: binary split levels K; ``2**K`` leaf clusters.
+        slots_per_cluster: s, slots in every leaf cluster (real tokens + at most one pad slot).
+        overlap: keys each cluster borrows from its sibling (0 when K == 0).
+        level_valid: per level, a (groups, group_slots) bool mask of real slots (pads sit at group ends).
+        level_layout: per level, a (groups, group_slots) long tensor: child slot -> sorted position.
+            Sorted order puts the group's real tokens first (by ratio) and its pads last; the layout
+            gives child A its share of real tokens then its pads, then child B likewise.
+        key_index: (clusters, s + overlap) slot index (into the M leaf slots) of every key of a cluster.
+        key_valid: (clusters, s + overlap) bool, False for pad keys.
+    """
+    num_tokens: int
+    num_levels: int
+    slots_per_cluster: int
+    overlap: int
+    level_valid: Tuple[torch.Tensor, ...]
+    level_layout: Tuple[torch.Tensor, ...]
+    key_index: torch.Tensor
+    key_valid: torch.Tensor
+
+    @property
+    def num_slots(self) -> int:
+        return self.slots_per_cluster * 2 ** self.num_levels
+
+    @property
+    def num_clusters(self) -> int:
+        return 2 ** self.num_levels
+
+    @property
+    def has_padding(self) -> bool:
+        return self.num_slots != self.num_tokens
+
+
+def num_levels_for(num_tokens: int, cluster_size: int) -> int:
+    """Levels K so that N / 2**K is the power-of-two fraction of N closest to ``cluster_size``
+    (in log scale); 0, i.e. one cluster, when N <= cluster_size. Exact for N = cluster_size * 2**K."""
+    if num_tokens <= cluster_size:
+        return 0
+    return max(0, int(math.floor(math.log2(num_tokens / cluster_size) + 0.5)))
+
+
+def _split_pads(pads: int) -> Tuple[int, int]:
+    """Pads of a group go half to each child (child A takes the odd one)."""
+    return (pads + 1) // 2, pads // 2
+
+
+@lru_cache(maxsize=256)
+def plan_clusters(num_tokens: int, cluster_size: int = DEFAULT_CLUSTER_SIZE,
+                  overlap: int = DEFAULT_OVERLAP,
+                  device: Optional[torch.device] = None) -> ClusterPlan:
+    """Compute (and cache) the static clustering layout for ``num_tokens`` tokens.
+
+    The plan's tensors live on ``device`` (CPU by default), so a forward pass copies nothing."""
+    if device is not None and torch.device(device).type != 'cpu':
+        return _plan_to(plan_clusters(num_tokens, cluster_size, overlap), torch.device(device))
+    if num_tokens < 1:
+        raise ValueError(f'FSLA needs at least one token, got N={num_tokens}')
+    levels = num_levels_for(num_tokens, cluster_size)
+    slots = -(-num_tokens // 2 ** levels)
+    total = slots * 2 ** levels
+    pads = [total - num_tokens]  # pad count of every group at the current level
+    level_valid: List[torch.Tensor] = []
+    level_layout: List[torch.Tensor] = []
+    for level in range(levels):
+        group_slots = total // 2 ** level
+        half = group_slots // 2
+        valid = torch.ones(len(pads), group_slots, dtype=torch.bool)
+        layout = torch.empty(len(pads), group_slots, dtype=torch.long)
+        child_pads = []
+        for g, p in enumerate(pads):
+            valid[g, group_slots - p:] = False
+            pad_a, pad_b = _split_pads(p)
+            real_a, real_b = half - pad_a, half - pad_b
+            reals = torch.arange(group_slots - p)
+            pad_pos = torch.arange(group_slots - p, group_slots)
+            layout[g] = torch.cat([reals[:real_a], pad_pos[:pad_a], reals[real_a:real_a + real_b],
+                                   pad_pos[pad_a:]])
+            child_pads += [pad_a, pad_b]
+        pads = child_pads
+        level_valid.append(valid)
+        level_layout.append(layout)
+
+    leaf_pads = torch.tensor(pads)  # 0 or 1 per cluster
+    eff_overlap = min(overlap, slots - 1) if levels > 0 else 0
+    own = torch.arange(total).view(-1, slots)
+    own_valid = torch.arange(slots).unsqueeze(0) < (slots - leaf_pads).unsqueeze(1)
+    if eff_overlap > 0:
+        cluster = torch.arange(2 ** levels)
+        sibling = cluster ^ 1
+        # Even cluster takes the first keys of its (odd) sibling; odd cluster the last *real* keys of
+        # its (even) sibling: the tokens on either side of the split point.
+        first = torch.arange(eff_overlap).unsqueeze(0).expand(len(cluster), -1)
+        last = (slots - leaf_pads[sibling]).unsqueeze(1) - eff_overlap + torch.arange(eff_overlap)
+        offsets = torch.where((cluster % 2 == 0).unsqueeze(1), first, last)
+        borrowed = sibling.unsqueeze(1) * slots + offsets
+        key_index = torch.cat([own, borrowed], dim=1)
+        key_valid = torch.cat([own_valid, torch.ones_like(borrowed, dtype=torch.bool)], dim=1)
+    else:
+        key_index, key_valid = own, own_valid
+    return ClusterPlan(num_tokens, levels, slots, eff_overlap, tuple(level_valid), tuple(level_layout),
+                       key_index, key_valid)
+
+
+def _plan_to(plan: ClusterPlan, device: torch.device) -> ClusterPlan:
+    return plan._replace(level_valid=tuple(t.to(device) for t in plan.level_valid),
+                         level_layout=tuple(t.to(device) for t in plan.level_layout),
+                         key_index=plan.key_index.to(device), key_valid=plan.key_valid.to(device))
+
+
+def _half_means(q: torch.Tensor, valid: Optional[torch.Tensor]) -> torch.Tensor:
+    """Initial centroids: mean of the real q in the first and in the second half of every group.
+
+    q: (BH, G, n, d); valid: (G, n) real-slot mask, or None when the plan has no pads.
+    Returns (BH, G, d, 2), not yet normalised."""
+    bh, groups, n, d = q.shape
+    halves = q.view(bh, groups, 2, n // 2, d)
+    if valid is None:
+        means = halves.mean(dim=3)
+    else:
+        weights = valid.view(1, groups, 2, n // 2, 1).to(q.dtype)
+        means = (halves * weights).sum(dim=3) / weights.sum(dim=3).clamp(min=1)
+    return means.transpose(-1, -2)
+
+
+@torch.no_grad()
+def balanced_hierarchical_clustering(q: torch.Tensor, plan: ClusterPlan,
+                                     kmeans_iters: int = DEFAULT_KMEANS_ITERS,
+                                     temperature: float = DEFAULT_TEMPERATURE) -> torch.Tensor:
+    """Cluster the queries of every (image, head) row; no gradient flows through the assignment.
+
+    Args:
+        q: (BH, N, d) queries, one row per image and head; or (BH, M, d) already padded to the plan's
+            M slots, in which case the pad rows may hold anything (they are never read as data).
+        plan: ``plan_clusters(N, ...)``.
+    Returns:
+        perm: (BH, M) long, ``perm[r, slot]`` = token index placed at leaf slot ``slot`` (values >= N
+        are pad slots). Slots ``c*s .. (c+1)*s - 1`` form cluster ``c``; siblings are ``2j, 2j+1``.
+    """
+    bh, rows, d = q.shape
+    device = q.device
+    total = plan.num_slots
+    if rows not in (plan.num_tokens, total):
+        raise ValueError(f'clustering plan is for {plan.num_tokens} tokens ({total} slots), got {rows}')
+    # Sorting keys are computed in fp32 at least: ties and order must not depend on autocast.
+    q = q.detach().float() if q.dtype in (torch.float16, torch.bfloat16) else q.detach()
+    if rows < total:
+        q = F.pad(q, (0, 0, 0, total - rows))
+    q_unit = F.normalize(q, dim=-1)
+    perm = torch.arange(total, device=device).unsqueeze(0).expand(bh, total)
+    for valid, layout in zip(plan.level_valid, plan.level_layout):
+        groups, n = valid.shape
+        q_g = q.view(bh, groups, n, d)
+        qu_g = q_unit.view(bh, groups, n, d)
+        centroids = F.normalize(_half_means(q_g, valid if plan.has_padding else None), dim=-2)
+        real = valid.view(1, groups, n, 1).to(q.dtype)
+        for _ in range(kmeans_iters):
+            assign = torch.softmax(qu_g @ centroids * temperature, dim=-1)
+            if plan.has_padding:
+                assign = assign * real
+            centroids = F.normalize(q_g.transpose(-1, -2) @ assign, dim=-2)
+        scores = qu_g @ centroids
+        ratio = (scores[..., 0] + 1) / (scores[..., 1] + 1)
+        ratio = torch.nan_to_num(ratio, nan=math.inf)
+        if plan.has_padding:
+            ratio = ratio.masked_fill(~valid.unsqueeze(0), math.inf)
+        order = torch.sort(ratio, dim=-1, stable=True).indices
+        if plan.has_padding:
+            order = order.gather(-1, layout.unsqueeze(0).expand(bh, -1, -1))
+        order = (order + torch.arange(groups, device=device).view(1, groups, 1) * n).view(bh, total)
+        perm = perm.gather(-1, order)
+        q = q.gather(1, order.unsqueeze(-1).expand(-1, -1, d))
+        q_unit = q_unit.gather(1, order.unsqueeze(-1).expand(-1, -1, d))
+    return perm
+
+
+def attend_within_clusters(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, perm: torch.Tensor,
+                           plan: ClusterPlan, scale: float, dropout_p: float = 0.0) -> torch.Tensor:
+    """Attention of every query over its cluster's keys (own cluster + sibling overlap).
+
+    q, k, v: (B, h, N, d); perm: (B*h, M) from ``balanced_hierarchical_clustering``.
+    Returns (B, h, N, d) in the original token order."""
+    b, heads, num_tokens, d = q.shape
+    total, slots = plan.num_slots, plan.slots_per_cluster
+    clusters = plan.num_clusters
+    perm = perm.view(b, heads, total)
+    if plan.has_padding:
+        # Pad slots read token 0 (any real token would do): they are masked as keys and dropped as
+        # queries, so their content can never reach a real token.
+        gather_idx = perm.masked_fill(perm >= num_tokens, 0)
+    else:
+        gather_idx = perm
+    idx = gather_idx.unsqueeze(-1).expand(-1, -1, -1, d)
+    q_slots = q.gather(2, idx)
+    key_count = plan.key_index.shape[1]
+    key_idx = gather_idx.gather(2, plan.key_index.view(1, 1, -1).expand(b, heads, -1))
+    key_idx = key_idx.unsqueeze(-1).expand(-1, -1, -1, d)
+    # 4-D (B, h * clusters, slots, d) so that every SDPA backend accepts it.
+    q_slots = q_slots.view(b, heads * clusters, slots, d)
+    k_keys = k.gather(2, key_idx).view(b, heads * clusters, key_count, d)
+    v_keys = v.gather(2, key_idx).view(b, heads * clusters, key_count, d)
+    mask = None
+    if plan.has_padding:
+        mask = plan.key_valid.view(1, 1, clusters, 1, key_count).expand(1, heads, -1, -1, -1)
+        mask = mask.reshape(1, heads * clusters, 1, key_count)
+    out = F.scaled_dot_product_attention(q_slots, k_keys, v_keys, attn_mask=mask, dropout_p=dropout_p,
+                                         scale=scale)
+    out = out.view(b, heads, total, d)
+    # Scatter back: slot -> token. Pad slots write into a dump row past the real tokens.
+    result = out.new_empty(b, heads, total, d)
+    result.scatter_(2, perm.unsqueeze(-1).expand(-1, -1, -1, d), out)
+    return result[:, :, :num_tokens]
+
+
+class FeatureSpaceLocalAttention(nn.Module):
+    """Feature-space local attention (the ``attnC`` / ``content_attn`` of the released models).
+
+    out = proj(attention_within_clusters(q, k, v) + lepe(v)), where clusters come from balanced
+    hierarchical binary clustering of q, per head, carrying no gradient.
+
+    Args:
+        embed_dims: channels C.
+        num_heads: attention heads; clustering is done independently in each.
+        cluster_size: target tokens per cluster (released: 49, the 7x7 window).
+        overlap: keys a cluster borrows from its sibling at the last level (released: 20).
+        kmeans_iters: soft k-means iterations per split (released: 2).
+        temperature: softmax temperature of the soft assignment (released: 100).
+        qk_scale: attention scale; None means ``head_dim ** -0.5`` (BOAT-Swin). The released BOAT-CSWin
+            models were trained with 1.0 (their code passed ``qkv_bias=True`` as the scale).
+        qkv_bias: bias in the qkv projection.
+        attn_drop: dropout on attention weights; proj_drop: dropout after the output projection.
+    """
+
+    def __init__(self, embed_dims: int, num_heads: int, cluster_size: int = DEFAULT_CLUSTER_SIZE,
+                 overlap: int = DEFAULT_OVERLAP, kmeans_iters: int = DEFAULT_KMEANS_ITERS,
+                 temperature: float = DEFAULT_TEMPERATURE, qk_scale: Optional[float] = None,
+                 qkv_bias: bool = True, attn_drop: float = 0.0, proj_drop: float = 0.0):
+        super().__init__()
+        if embed_dims % num_heads != 0:
+            raise ValueError(f'embed_dims ({embed_dims}) must be divisible by num_heads ({num_heads})')
+        if cluster_size < 2:
+            raise ValueError(f'cluster_size must be >= 2, got {cluster_size}')
+        if overlap < 0:
+            raise ValueError(f'overlap must be >= 0, got {overlap}')
+        if kmeans_iters < 0:
+            raise ValueError(f'kmeans_iters must be >= 0, got {kmeans_iters}')
+        if temperature <= 0:
+            raise ValueError(f'temperature must be > 0, got {temperature}')
+        self.embed_dims = embed_dims
+        self.num_heads = num_heads
+        self.head_dims = embed_dims // num_heads
+        self.cluster_size = cluster_size
+        self.overlap = overlap
+        self.kmeans_iters = kmeans_iters
+        self.temperature = temperature
+        self.scale = self.head_dims ** -0.5 if qk_scale is None else float(qk_scale)
+        self.attn_drop = attn_drop
+        self.qkv = nn.Linear(embed_dims, embed_dims * 3, bias=qkv_bias)
+        self.proj = nn.Linear(embed_dims, embed_dims)
+        self.proj_drop = nn.Dropout(proj_drop)
+        self.lepe = nn.Conv2d(embed_dims, embed_dims, kernel_size=3, padding=1, groups=embed_dims)
+        # Opt-in capture of the last clustering (for visualisation); None means off.
+        self.record_clusters = False
+        self.last_clusters: Optional[dict] = None
+
+    def extra_repr(self) -> str:
+        return (f'embed_dims={self.embed_dims}, num_heads={self.num_heads}, '
+                f'cluster_size={self.cluster_size}, overlap={self.overlap}, '
+                f'kmeans_iters={self.kmeans_iters}, temperature={self.temperature}, scale={self.scale:g}')
+
+    def forward(self, x: torch.Tensor, hw_shape: Tuple[int, int]) -> torch.Tensor:
+        """x: (B, N, C) tokens in raster order of an ``hw_shape`` = (H, W) map; returns (B, N, C)."""
+        b, num_tokens, channels = x.shape
+        height, width = hw_shape
+        if num_tokens != height * width:
+            raise ValueError(f'FSLA got {num_tokens} tokens for a {height}x{width} map')
+        qkv = self.qkv(x).view(b, num_tokens, 3, self.num_heads, self.head_dims).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)  # (B, h, N, d) each
+        plan = plan_clusters(num_tokens, self.cluster_size, self.overlap, x.device)
+        perm = balanced_hierarchical_clustering(q.reshape(b * self.num_heads, num_tokens, self.head_dims),
+                                                plan, self.kmeans_iters, self.temperature)
+        if self.record_clusters:
+            self.last_clusters = dict(perm=perm.view(b, self.num_heads, -1).cpu(), plan=plan,
+                                      hw_shape=(height, width))
+        dropout_p = self.attn_drop if self.training else 0.0
+        out = attend_within_clusters(q, k, v, perm, plan, self.scale, dropout_p)
+        out = out.transpose(1, 2).reshape(b, num_tokens, channels)
+        v_image = v.transpose(-1, -2).reshape(b, channels, height, width)
+        out = out + self.lepe(v_image).flatten(2).transpose(1, 2)
+        return self.proj_drop(self.proj(out))

@@ -1,0 +1,84 @@
+"""Small layers shared by both BOAT backbones (one idea each, no toolbox dependency)."""
+from typing import Iterable, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.nn.modules.batchnorm import _BatchNorm
+
+__all__ = ['DropPath', 'Mlp', 'pad_to_multiple', 'tokens_to_nchw', 'freeze', 'NORM_LAYERS', 'parse_arch']
+
+# Layers that ``norm_eval`` keeps in eval mode.
+NORM_LAYERS = (nn.LayerNorm, nn.GroupNorm, _BatchNorm)
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: drop the whole residual branch of a sample with probability ``drop_prob``."""
+
+    def __init__(self, drop_prob: float = 0.0):
+        super().__init__()
+        self.drop_prob = drop_prob
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.drop_prob == 0.0 or not self.training:
+            return x
+        keep = 1.0 - self.drop_prob
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(keep)
+        return x * mask / keep
+
+    def extra_repr(self) -> str:
+        return f'drop_prob={self.drop_prob}'
+
+
+class Mlp(nn.Module):
+    """Transformer feed-forward network: fc1 -> GELU -> dropout -> fc2 -> dropout."""
+
+    def __init__(self, embed_dims: int, hidden_dims: int, drop: float = 0.0):
+        super().__init__()
+        self.fc1 = nn.Linear(embed_dims, hidden_dims)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden_dims, embed_dims)
+        self.drop = nn.Dropout(drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+
+
+def pad_to_multiple(x: torch.Tensor, multiple_h: int, multiple_w: int) -> Tuple[torch.Tensor, int, int]:
+    """Zero-pad a (B, H, W, C) map at the bottom/right to multiples; returns the map and the pads."""
+    height, width = x.shape[1:3]
+    pad_h = (-height) % multiple_h
+    pad_w = (-width) % multiple_w
+    if pad_h or pad_w:
+        x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
+    return x, pad_h, pad_w
+
+
+def tokens_to_nchw(x: torch.Tensor, hw_shape: Sequence[int]) -> torch.Tensor:
+    """(B, H*W, C) tokens -> (B, C, H, W) map."""
+    b, _, c = x.shape
+    return x.transpose(1, 2).reshape(b, c, *hw_shape).contiguous()
+
+
+def freeze(module: nn.Module) -> None:
+    """Eval mode and no gradient for every parameter of ``module``."""
+    module.eval()
+    for param in module.parameters():
+        param.requires_grad = False
+
+
+def parse_arch(arch, arch_zoo: dict, essential_keys: Iterable[str], class_name: str) -> dict:
+    """Resolve ``arch`` (an alias string or a dict with exactly ``essential_keys``) to a settings dict."""
+    essential_keys = set(essential_keys)
+    if isinstance(arch, str):
+        key = arch.lower()
+        if key not in arch_zoo:
+            raise ValueError(f'{class_name}: unknown arch {arch!r}; choose one of {sorted(arch_zoo)} '
+                             f'or pass a dict with keys {sorted(essential_keys)}')
+        return dict(arch_zoo[key])
+    if isinstance(arch, dict):
+        if set(arch) != essential_keys:
+            raise ValueError(f'{class_name}: a custom arch dict needs exactly the keys '
+                             f'{sorted(essential_keys)}, got {sorted(arch)}')
+        return dict(arch)
+    raise TypeError(f'{class_name}: arch must be a str or a dict, got {type(arch).__name__}')

@@ -1,0 +1,167 @@
+"""FSLA: the optimised module against a plain, obviously-correct loop implementation."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from boat_mm.models.feature_space_attention import (FeatureSpaceLocalAttention,
+                                                    balanced_hierarchical_clustering, num_levels_for,
+                                                    plan_clusters)
+
+CLUSTER_SIZE, OVERLAP, ITERS, TEMPERATURE = 49, 20, 2, 100.0
+
+
+def plain_clusters(q, cluster_size=CLUSTER_SIZE, iters=ITERS, temperature=TEMPERATURE):
+    """Balanced hierarchical binary clustering of one head's queries q (N, d), written as plainly as
+    possible: a list of (real token ids in current order, pad count) per group, split level by level."""
+    n_tokens = q.shape[0]
+    levels = 0 if n_tokens <= cluster_size else int(math.floor(math.log2(n_tokens / cluster_size) + .5))
+    slots = math.ceil(n_tokens / 2 ** levels)
+    groups = [(list(range(n_tokens)), slots * 2 ** levels - n_tokens)]
+    for _ in range(levels):
+        children = []
+        for ids, pads in groups:
+            half = (len(ids) + pads) // 2
+            centroids = [F.normalize(q[ids[:half]].mean(0), dim=0),
+                         F.normalize(q[ids[half:]].mean(0), dim=0)]
+            unit = F.normalize(q[ids], dim=1)  # cosine similarity = unit rows @ unit centroid
+            for _ in range(iters):
+                weight = torch.softmax(unit @ torch.stack(centroids, 1) * temperature, dim=1)
+                centroids = [F.normalize((weight[:, j:j + 1] * q[ids]).sum(0), dim=0) for j in (0, 1)]
+            ratio = ((unit @ centroids[0] + 1) / (unit @ centroids[1] + 1)).tolist()
+            ordered = [ids[j] for j in sorted(range(len(ids)), key=lambda j: ratio[j])]
+            pads_a, pads_b = (pads + 1) // 2, pads // 2
+            children += [(ordered[:half - pads_a], pads_a), (ordered[half - pads_a:], pads_b)]
+        groups = children
+    return [ids for ids, _ in groups], slots, levels
+
+
+def plain_attention(q, k, v, scale, overlap=OVERLAP, **kw):
+    """One head: every query attends to its cluster plus the sibling's tokens nearest the split."""
+    clusters, slots, levels = plain_clusters(q, **kw)
+    out = torch.zeros_like(v)
+    borrow = min(overlap, slots - 1) if levels > 0 else 0
+    for c, ids in enumerate(clusters):
+        sibling = clusters[c ^ 1] if levels > 0 else []
+        borrowed = (sibling[:borrow] if c % 2 == 0 else sibling[len(sibling) - borrow:]) if borrow else []
+        keys = ids + borrowed
+        weights = torch.softmax(q[ids] @ k[keys].T * scale, dim=-1)
+        out[ids] = weights @ v[keys]
+    return out, clusters
+
+
+def plain_fsla(module, x, hw):
+    b, n, c = x.shape
+    h = module.num_heads
+    qkv = module.qkv(x).view(b, n, 3, h, c // h)
+    out = torch.zeros(b, n, h, c // h, dtype=x.dtype)
+    for i in range(b):
+        for j in range(h):
+            out[i, :, j], _ = plain_attention(qkv[i, :, 0, j], qkv[i, :, 1, j], qkv[i, :, 2, j], module.scale,
+                                              overlap=module.overlap, cluster_size=module.cluster_size)
+    out = out.reshape(b, n, c)
+    v = qkv[:, :, 2].reshape(b, n, c).transpose(1, 2).reshape(b, c, *hw)
+    return module.proj(out + module.lepe(v).flatten(2).transpose(1, 2))
+
+
+def _hw(n):
+    """A (H, W) factorisation of n, as square as possible."""
+    h = int(math.sqrt(n))
+    while n % h:
+        h -= 1
+    return h, n // h
+
+
+@pytest.mark.parametrize('n_tokens', [49, 98, 196, 3136, 50, 333, 777, 1000, 3000])
+def test_fsla_matches_plain_loop(n_tokens):
+    torch.manual_seed(n_tokens)
+    module = FeatureSpaceLocalAttention(embed_dims=24, num_heads=3).double().eval()
+    x = torch.randn(3, n_tokens, 24, dtype=torch.float64)
+    hw = _hw(n_tokens)
+    with torch.no_grad():
+        fast = module(x, hw)
+        plain = plain_fsla(module, x, hw)
+    assert (fast - plain).abs().max().item() < 1e-5
+
+
+@pytest.mark.parametrize('n_tokens', [49, 50, 98, 333, 1000, 3000, 3136, 5000])
+def test_every_token_queried_once_and_cluster_sizes_bounded(n_tokens):
+    q = torch.randn(2, n_tokens, 8)
+    plan = plan_clusters(n_tokens)
+    perm = balanced_hierarchical_clustering(q, plan)
+    for row in perm:
+        real = row[row < n_tokens]
+        assert sorted(real.tolist()) == list(range(n_tokens))
+        per_cluster = (row.view(plan.num_clusters, -1) < n_tokens).sum(1)
+        if n_tokens <= CLUSTER_SIZE:
+            assert plan.num_clusters == 1
+        assert per_cluster.min() >= CLUSTER_SIZE / 2 or n_tokens < CLUSTER_SIZE / 2
+        assert per_cluster.max() <= 2 * CLUSTER_SIZE
+
+
+def test_power_of_two_counts_use_the_released_layout():
+    for levels in range(7):
+        plan = plan_clusters(CLUSTER_SIZE * 2 ** levels)
+        assert plan.num_levels == levels and not plan.has_padding
+        assert plan.slots_per_cluster == CLUSTER_SIZE
+    assert num_levels_for(49, 49) == 0 and num_levels_for(30, 49) == 0
+
+
+def test_pad_slot_content_never_reaches_real_tokens():
+    """Whatever the internal pad slots hold, the clusters of the real tokens are the same, and the
+    attention never reads a pad slot (it is masked as a key)."""
+    n_tokens = 1000
+    plan = plan_clusters(n_tokens)
+    assert plan.has_padding
+    torch.manual_seed(0)
+    q = torch.randn(2, n_tokens, 8)
+    perm = balanced_hierarchical_clustering(q, plan)
+    garbage = torch.cat([q, 1e4 * torch.randn(2, plan.num_slots - n_tokens, 8)], dim=1)
+    assert torch.equal(balanced_hierarchical_clustering(garbage, plan), perm)
+    # Pad slots are never keys: every valid key index points at a real token.
+    for row in perm:
+        keys = row[plan.key_index][plan.key_valid]
+        assert (keys < n_tokens).all()
+
+
+def test_images_in_a_batch_are_independent():
+    torch.manual_seed(0)
+    module = FeatureSpaceLocalAttention(32, 2).eval()
+    x = torch.randn(3, 333, 32)
+    with torch.no_grad():
+        batched = module(x, (9, 37))
+        alone = module(x[1:2], (9, 37))
+        x_changed = x.clone()
+        x_changed[0] = 100 * torch.randn(333, 32)
+        changed = module(x_changed, (9, 37))
+    torch.testing.assert_close(batched[1:2], alone, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(changed[1:], batched[1:], rtol=0, atol=0)
+
+
+def test_constant_input_is_finite_and_deterministic():
+    module = FeatureSpaceLocalAttention(32, 2).eval()
+    x = torch.ones(2, 3136, 32)
+    with torch.no_grad():
+        a, b = module(x, (56, 56)), module(x, (56, 56))
+    assert torch.isfinite(a).all()
+    assert torch.equal(a, b)
+
+
+def test_clustering_carries_no_gradient_but_attention_does():
+    module = FeatureSpaceLocalAttention(16, 2)
+    x = torch.randn(2, 196, 16, requires_grad=True)
+    module(x, (14, 14)).sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+    assert all(p.grad is not None for p in module.parameters())
+
+
+@pytest.mark.parametrize('kwargs, match', [(dict(cluster_size=1), 'cluster_size'),
+                                           (dict(overlap=-1), 'overlap'),
+                                           (dict(temperature=0), 'temperature'),
+                                           (dict(num_heads=5), 'divisible')])
+def test_bad_arguments_raise(kwargs, match):
+    args = dict(embed_dims=32, num_heads=2)
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        FeatureSpaceLocalAttention(**args)
