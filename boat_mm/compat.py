@@ -1,16 +1,18 @@
 """Fixes that modern PyTorch forces on mmengine 0.10.7, applied once by ``import boat_mm``.
 
-Safe checkpoint loading: since torch 2.6 ``torch.load`` defaults to ``weights_only=True``, and mmengine
+1. Safe checkpoint loading: since torch 2.6 ``torch.load`` defaults to ``weights_only=True``, and mmengine
 0.10.7 calls it without the argument, so loading or resuming any checkpoint mmengine itself wrote fails
 (its ``message_hub`` holds ``HistoryBuffer`` objects with numpy arrays and scalars). We keep the safe
 loader and allow-list exactly what such checkpoints contain, so a checkpoint carrying any other pickle
 payload is still refused without running it. Nothing installed is edited.
+
+2. CPU distributed training (``enable_cpu_distributed``, called by the tools): see below.
 """
 import numpy as np
 import torch
 from torch.serialization import add_safe_globals
 
-__all__ = ['allow_mmengine_checkpoint_globals', 'MMENGINE_CHECKPOINT_GLOBALS']
+__all__ = ['allow_mmengine_checkpoint_globals', 'MMENGINE_CHECKPOINT_GLOBALS', 'enable_cpu_distributed']
 
 
 def _numpy_multiarray():
@@ -60,3 +62,46 @@ def allow_mmengine_checkpoint_globals() -> None:
 
 
 allow_mmengine_checkpoint_globals()
+
+
+# --- CPU distributed training ------------------------------------------------------------------
+# mmengine 0.10.7 assumes a GPU per process: ``_init_dist_pytorch`` calls ``torch.cuda.set_device``
+# unconditionally, ``_init_dist_slurm`` divides by ``torch.cuda.device_count()``, and the Runner passes
+# ``device_ids=[LOCAL_RANK]`` to DDP. Users debug on laptops and our CI has no GPU, so on a machine
+# without CUDA we initialise the process group directly (gloo) and wrap without device ids
+# (see ``boat_mm.training.adapt_cfg_to_device``).
+
+def _init_dist_pytorch_cpu_aware(backend, init_backend='torch', **kwargs):
+    import torch.distributed as torch_dist
+    if torch.cuda.is_available():
+        return _ORIGINAL_INIT_DIST_PYTORCH(backend, init_backend=init_backend, **kwargs)
+    torch_dist.init_process_group(backend=backend, **kwargs)
+
+
+def _init_dist_slurm_cpu_aware(backend, port=None, init_backend='torch', **kwargs):
+    import os
+    import subprocess
+    import torch.distributed as torch_dist
+    if torch.cuda.is_available():
+        return _ORIGINAL_INIT_DIST_SLURM(backend, port=port, init_backend=init_backend, **kwargs)
+    proc_id = int(os.environ['SLURM_PROCID'])
+    node_list = os.environ['SLURM_NODELIST']
+    addr = subprocess.getoutput(f'scontrol show hostname {node_list} | head -n1')
+    os.environ.setdefault('MASTER_PORT', str(port or 29500))
+    os.environ.setdefault('MASTER_ADDR', addr)
+    os.environ['WORLD_SIZE'] = os.environ['SLURM_NTASKS']
+    os.environ['LOCAL_RANK'] = os.environ.get('SLURM_LOCALID', '0')
+    os.environ['RANK'] = str(proc_id)
+    torch_dist.init_process_group(backend=backend, **kwargs)
+
+
+import mmengine.dist.utils as _mmengine_dist_utils  # noqa: E402
+
+_ORIGINAL_INIT_DIST_PYTORCH = _mmengine_dist_utils._init_dist_pytorch
+_ORIGINAL_INIT_DIST_SLURM = _mmengine_dist_utils._init_dist_slurm
+
+
+def enable_cpu_distributed() -> None:
+    """Let mmengine's ``init_dist`` run on machines without CUDA (no effect where CUDA exists)."""
+    _mmengine_dist_utils._init_dist_pytorch = _init_dist_pytorch_cpu_aware
+    _mmengine_dist_utils._init_dist_slurm = _init_dist_slurm_cpu_aware

@@ -1,94 +1,117 @@
-"""The main job of ``make demo``: build models from all three toolboxes and run them once on CPU.
+"""`make demo`: train BOAT-CSWin-T + UperNet on the synthetic ADE20K-format demo data on CPU, evaluate it,
+compare with chance, and write prediction overlays.
 
-Stock (BOAT-free) models from mmpretrain, mmdet and mmseg prove the stack works; then BOAT-Swin and
-BOAT-CSWin backbones are built from each toolbox's registry and run on an odd-sized image.
+    python tools/demo.py [--work-dir work_dirs/demo] [--data-root data/demo] [--iters N]
+
+It runs ``configs/demo/upernet_boat_cswin_ade20k_demo.py``, i.e. ``configs/upernet_boat_cswin_ade20k.py``
+with only data root, crop, schedule and norm changed for a CPU.
 """
+import argparse
+import glob
+import os
+import os.path as osp
+import sys
 import time
 
-import torch
-from mmengine.config import ConfigDict
-from mmengine.model import revert_sync_batchnorm
-from mmengine.registry import init_default_scope
+import numpy as np
 
-import boat_mm  # noqa: F401  (registers the BOAT backbones)
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a checkout
 
-IMAGE_SIZE = (3, 128, 160)
+import boat_mm  # noqa: E402,F401
+from boat_mm.demo_data import make_ade20k  # noqa: E402
+from boat_mm.training import build_runner, load_config, prepare  # noqa: E402
+
+DEMO_CONFIG = 'configs/demo/upernet_boat_cswin_ade20k_demo.py'
+OVERLAY_ALPHA = 0.5
+CHANCE_SEED = 0
+WARMUP_FRACTION = 6  # --iters N: linear warm-up over the first N / 6 iterations
 
 
-def _timed(label, fn):
+def chance_miou(label_files, num_classes, ignore_index=255):
+    """mIoU of a predictor that picks a class uniformly at random per pixel (what 'no learning' scores)."""
+    from PIL import Image
+    rng = np.random.default_rng(CHANCE_SEED)
+    intersection = np.zeros(num_classes)
+    union = np.zeros(num_classes)
+    for path in label_files:
+        labels = np.asarray(Image.open(path)).astype(np.int64) - 1  # reduce_zero_label: 0 -> ignored
+        labels[labels < 0] = ignore_index
+        valid = labels != ignore_index
+        guess = rng.integers(num_classes, size=labels.shape)
+        for c in range(num_classes):
+            pred_c, true_c = (guess == c) & valid, (labels == c) & valid
+            intersection[c] += (pred_c & true_c).sum()
+            union[c] += (pred_c | true_c).sum()
+    return float(np.mean(intersection / np.maximum(union, 1)) * 100)
+
+
+def write_overlays(model, cfg, image_files, label_dir, out_dir):
+    """image | ground truth | prediction, side by side, for every validation image."""
+    from mmseg.apis import inference_model
+    from PIL import Image
+    os.makedirs(out_dir, exist_ok=True)
+    palette = np.array(cfg.metainfo['palette'], dtype=np.float64)
+    model.cfg = cfg
+    written = []
+    for image_path in image_files:
+        image = np.asarray(Image.open(image_path).convert('RGB'), dtype=np.float64)
+        stem = osp.splitext(osp.basename(image_path))[0]
+        truth = np.asarray(Image.open(osp.join(label_dir, stem + '.png'))).astype(np.int64) - 1
+        pred = inference_model(model, image_path).pred_sem_seg.data[0].cpu().numpy()
+
+        def paint(label_map):
+            out = image.copy()
+            mask = label_map >= 0
+            out[mask] = (1 - OVERLAY_ALPHA) * image[mask] + OVERLAY_ALPHA * palette[label_map[mask]]
+            return out
+
+        panel = np.concatenate([image, paint(truth), paint(pred)], axis=1).clip(0, 255).astype(np.uint8)
+        path = osp.join(out_dir, stem + '.png')
+        Image.fromarray(panel).save(path)
+        written.append(path)
+    return written
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--work-dir', default='work_dirs/demo')
+    parser.add_argument('--data-root', default='data/demo')
+    parser.add_argument('--iters', type=int, help='override the number of training iterations')
+    args = parser.parse_args(argv)
     start = time.perf_counter()
-    result = fn()
-    print(f'  {label}: {result} ({time.perf_counter() - start:.2f} s)')
+    ade_root = osp.join(args.data_root, 'ade20k')
+    if not osp.isdir(osp.join(ade_root, 'annotations', 'validation')):
+        print(f'[demo] writing synthetic ADE20K-format data to {ade_root}')
+        make_ade20k(ade_root)
 
+    options = {f'{loader}.dataset.data_root': ade_root
+               for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader')}
+    if args.iters:
+        warmup = max(1, args.iters // WARMUP_FRACTION)
+        options.update({'train_cfg.max_iters': args.iters, 'train_cfg.val_interval': args.iters,
+                        'param_scheduler.0.end': warmup, 'param_scheduler.1.begin': warmup,
+                        'param_scheduler.1.end': args.iters})
+    cfg = load_config(DEMO_CONFIG, options, args.work_dir)
+    prepare(cfg, loaders=('train_dataloader', 'val_dataloader', 'test_dataloader'))
+    print(f'[demo] training {DEMO_CONFIG} for {cfg.train_cfg.max_iters} iterations on CPU '
+          f'(BOAT-CSWin-T + UperNet, {cfg.crop_size[0]}x{cfg.crop_size[1]} crops)')
+    runner = build_runner(cfg)
+    runner.train()
+    metrics = runner.test()
 
-def stock_models():
-    from mmdet.registry import MODELS as DET
-    from mmdet.structures import DetDataSample
-    from mmpretrain.registry import MODELS as CLS
-    from mmseg.registry import MODELS as SEG
-    from mmseg.structures import SegDataSample
-    image = torch.randn(1, *IMAGE_SIZE)
-    print('Stock OpenMMLab models (random weights, CPU):')
-
-    init_default_scope('mmpretrain')
-    classifier = CLS.build(dict(type='ImageClassifier', backbone=dict(type='ResNet', depth=18),
-                                neck=dict(type='GlobalAveragePooling'),
-                                head=dict(type='LinearClsHead', num_classes=10, in_channels=512))).eval()
-    _timed('mmpretrain ResNet-18 classifier, logits shape',
-           lambda: tuple(classifier(image, mode='tensor').shape))
-
-    init_default_scope('mmdet')
-    detector = DET.build(ConfigDict(
-        type='RetinaNet', data_preprocessor=dict(type='DetDataPreprocessor'),
-        backbone=dict(type='ResNet', depth=18, out_indices=(1, 2, 3)),
-        neck=dict(type='FPN', in_channels=[128, 256, 512], out_channels=64, start_level=0,
-                  add_extra_convs='on_input', num_outs=5),
-        bbox_head=dict(type='RetinaHead', num_classes=3, in_channels=64, feat_channels=64,
-                       anchor_generator=dict(type='AnchorGenerator', octave_base_scale=4, scales_per_octave=3,
-                                             ratios=[0.5, 1.0, 2.0], strides=[8, 16, 32, 64, 128]),
-                       bbox_coder=dict(type='DeltaXYWHBBoxCoder')),
-        test_cfg=dict(nms_pre=100, score_thr=0.0, nms=dict(type='nms', iou_threshold=0.5), max_per_img=10))).eval()
-    sample = DetDataSample(metainfo=dict(img_shape=IMAGE_SIZE[1:], ori_shape=IMAGE_SIZE[1:], scale_factor=(1., 1.)))
-    with torch.no_grad():
-        _timed('mmdet RetinaNet-R18 (mmcv nms), detections',
-               lambda: len(detector.predict(image, [sample])[0].pred_instances))
-
-    init_default_scope('mmseg')
-    segmentor = revert_sync_batchnorm(SEG.build(ConfigDict(
-        type='EncoderDecoder', data_preprocessor=dict(type='SegDataPreProcessor'),
-        backbone=dict(type='ResNetV1c', depth=18, out_indices=(0, 1, 2, 3)),
-        decode_head=dict(type='UPerHead', in_channels=[64, 128, 256, 512], in_index=[0, 1, 2, 3],
-                         channels=32, num_classes=5, loss_decode=dict(type='CrossEntropyLoss')),
-        test_cfg=dict(mode='whole')))).eval()
-    seg_sample = SegDataSample(metainfo=dict(img_shape=IMAGE_SIZE[1:], ori_shape=IMAGE_SIZE[1:],
-                                             pad_shape=IMAGE_SIZE[1:]))
-    with torch.no_grad():
-        _timed('mmseg UperNet-R18, label map shape',
-               lambda: tuple(segmentor.predict(image, [seg_sample])[0].pred_sem_seg.data.shape))
-
-
-def boat_backbones():
-    print('BOAT backbones built from each toolbox registry (tiny widths, odd 97x131 image):')
-    image = torch.randn(1, 3, 97, 131)
-    archs = {
-        'BOATSwinTransformer': dict(embed_dims=32, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8)),
-        'BOATCSWinTransformer': dict(embed_dims=32, depths=(1, 2, 2, 1), num_heads=(2, 2, 4, 8),
-                                     split_sizes=(1, 2, 7, 7)),
-    }
-    for scope in ('mmpretrain', 'mmdet', 'mmseg'):
-        registry = __import__(f'{scope}.registry', fromlist=['MODELS']).MODELS
-        for type_name, arch in archs.items():
-            model = registry.build(dict(type=type_name, arch=arch)).eval()
-            with torch.no_grad():
-                _timed(f'{scope:10s} {type_name}, feature maps',
-                       lambda: [tuple(o.shape[1:]) for o in model(image)])
-
-
-def main():
-    torch.manual_seed(0)
-    stock_models()
-    boat_backbones()
-    print('demo finished: all three toolboxes and both BOAT backbones ran on CPU')
+    val_images = sorted(glob.glob(osp.join(ade_root, 'images', 'validation', '*.jpg')))
+    label_dir = osp.join(ade_root, 'annotations', 'validation')
+    chance = chance_miou([osp.join(label_dir, osp.splitext(osp.basename(p))[0] + '.png') for p in val_images],
+                         len(cfg.metainfo['classes']))
+    overlay_dir = osp.join(args.work_dir, 'overlays')
+    overlays = write_overlays(runner.model.eval(), cfg, val_images, label_dir, overlay_dir)
+    checkpoints = sorted(glob.glob(osp.join(args.work_dir, 'iter_*.pth')))
+    print('\n[demo] done in {:.0f} s'.format(time.perf_counter() - start))
+    print(f'[demo] validation mIoU: {metrics["mIoU"]:.2f} (chance level, uniform random guess: {chance:.2f})')
+    print(f'[demo] checkpoints:      {", ".join(checkpoints)}')
+    print(f'[demo] logs:             {runner.log_dir}')
+    print(f'[demo] overlays ({len(overlays)}): {overlay_dir}/  (image | ground truth | prediction)')
+    return dict(mIoU=metrics['mIoU'], chance=chance)
 
 
 if __name__ == '__main__':

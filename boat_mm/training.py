@@ -1,0 +1,152 @@
+"""What ``tools/train.py`` and ``tools/test.py`` share: config loading and the adaptations that let one
+config run on a GPU cluster, a CPU-only laptop or CI, with clear errors when data is missing.
+
+The config's ``default_scope`` (mmpretrain, mmdet or mmseg) decides which toolbox runs it.
+"""
+import os
+import os.path as osp
+from typing import Iterator, List, Optional, Tuple
+
+import torch
+from mmengine.config import Config, ConfigDict, DictAction  # noqa: F401  (DictAction re-exported)
+
+__all__ = ['load_config', 'adapt_cfg_to_device', 'check_datasets', 'DatasetNotFoundError', 'build_runner']
+
+# How to get the real data, per toolbox scope.
+_DATA_HELP = {
+    'mmpretrain': 'ImageNet-1K from https://image-net.org (train/ and val/ class folders, meta/*.txt)',
+    'mmdet': 'COCO 2017 from https://cocodataset.org (train2017/, val2017/, annotations/instances_*.json)',
+    'mmseg': 'ADE20K (ADEChallengeData2016) from http://sceneparsing.csail.mit.edu '
+             '(images/ and annotations/ with training/ and validation/)',
+}
+_DEMO_CONFIGS = {
+    'mmpretrain': 'configs/demo/cls_boat_swin_imagenet_demo.py',
+    'mmdet': 'configs/demo/mask-rcnn_boat_swin_coco_demo.py',
+    'mmseg': 'configs/demo/upernet_boat_cswin_ade20k_demo.py',
+}
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """A dataset path named by the config does not exist."""
+
+
+def load_config(config: str, cfg_options: Optional[dict] = None, work_dir: Optional[str] = None,
+                launcher: str = 'none') -> Config:
+    """Read a config, merge ``--cfg-options``, set the work dir (default ``work_dirs/<config name>``)."""
+    if not osp.isfile(config):
+        raise FileNotFoundError(f'config file not found: {config}')
+    cfg = Config.fromfile(config)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    cfg.launcher = launcher
+    if work_dir is not None:
+        cfg.work_dir = work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(config))[0])
+    return cfg
+
+
+def _replace_sync_bn(node) -> int:
+    """Turn every ``type='SyncBN'`` norm config into ``BN`` in place; returns how many."""
+    count = 0
+    if isinstance(node, dict):
+        if node.get('type') == 'SyncBN':
+            node['type'] = 'BN'
+            count += 1
+        for value in node.values():
+            count += _replace_sync_bn(value)
+    elif isinstance(node, (list, tuple)):
+        for value in node:
+            count += _replace_sync_bn(value)
+    return count
+
+
+def adapt_cfg_to_device(cfg: Config) -> List[str]:
+    """Make a GPU config runnable where there is no CUDA; returns what was changed (for the log).
+
+    - SyncBN has no CPU kernel: SyncBN -> BN in the model.
+    - Distributed runs use the gloo backend and DDP without ``device_ids``.
+    """
+    if torch.cuda.is_available():
+        return []
+    from .compat import enable_cpu_distributed
+    enable_cpu_distributed()
+    changes = []
+    replaced = _replace_sync_bn(cfg.model)
+    if replaced:
+        changes.append(f'SyncBN -> BN in {replaced} place(s) (no CUDA)')
+    if cfg.get('launcher', 'none') != 'none':
+        cfg.setdefault('env_cfg', ConfigDict())
+        cfg.env_cfg.setdefault('dist_cfg', ConfigDict())
+        cfg.env_cfg.dist_cfg.backend = 'gloo'
+        wrapper = cfg.get('model_wrapper_cfg') or ConfigDict(type='MMDistributedDataParallel')
+        wrapper.pop('device_ids', None)
+        wrapper.setdefault('broadcast_buffers', False)
+        wrapper.setdefault('find_unused_parameters', cfg.get('find_unused_parameters', False))
+        cfg.model_wrapper_cfg = wrapper
+        changes.append('distributed on CPU: gloo backend, DDP without device_ids')
+    return changes
+
+
+def _datasets(node) -> Iterator[dict]:
+    """Leaf dataset configs (unwrapping RepeatDataset, ConcatDataset, ClassBalancedDataset...)."""
+    if not isinstance(node, dict):
+        return
+    if 'datasets' in node:
+        for child in node['datasets']:
+            yield from _datasets(child)
+    elif isinstance(node.get('dataset'), dict):
+        yield from _datasets(node['dataset'])
+    else:
+        yield node
+
+
+def _expected_paths(dataset: dict) -> List[Tuple[str, str]]:
+    root = dataset.get('data_root') or ''
+    paths = []
+    if root:
+        paths.append(('data_root', root))
+    ann_file = dataset.get('ann_file')
+    if ann_file:
+        paths.append(('ann_file', ann_file if osp.isabs(ann_file) else osp.join(root, ann_file)))
+    prefix = dataset.get('data_prefix')
+    prefixes = prefix.values() if isinstance(prefix, dict) else [prefix] if isinstance(prefix, str) else []
+    for value in prefixes:
+        if isinstance(value, str) and value:
+            paths.append(('data_prefix', value if osp.isabs(value) else osp.join(root, value)))
+    return paths
+
+
+def check_datasets(cfg: Config, loaders=('train_dataloader', 'val_dataloader', 'test_dataloader')) -> None:
+    """Fail early, naming the missing path and how to get data, instead of deep inside a dataset."""
+    scope = cfg.get('default_scope', 'mmengine')
+    for loader in loaders:
+        loader_cfg = cfg.get(loader)
+        if not loader_cfg or 'dataset' not in loader_cfg:
+            continue
+        for dataset in _datasets(loader_cfg['dataset']):
+            for kind, path in _expected_paths(dataset):
+                if not osp.exists(path):
+                    raise DatasetNotFoundError(
+                        f'{loader}: the {dataset.get("type", "dataset")} {kind} {path!r} does not exist.\n'
+                        f'  Get the real data: {_DATA_HELP.get(scope, "see the toolbox docs")}, and put it '
+                        f'there (or pass --cfg-options {loader}.dataset.data_root=/your/path).\n'
+                        f'  Or try the demo data: python tools/make_demo_data.py data/demo && '
+                        f'python tools/train.py {_DEMO_CONFIGS.get(scope, "configs/demo/...")}')
+
+
+def build_runner(cfg: Config):
+    """An mmengine Runner (or the config's ``runner_type``) for a prepared config."""
+    from mmengine.registry import RUNNERS
+    from mmengine.runner import Runner
+    if 'runner_type' in cfg:
+        return RUNNERS.build(cfg)
+    return Runner.from_cfg(cfg)
+
+
+def prepare(cfg: Config, loaders) -> None:
+    """Device adaptation and dataset checks, with what changed printed once (rank 0)."""
+    for change in adapt_cfg_to_device(cfg):
+        if int(os.environ.get('RANK', '0')) == 0:
+            print(f'[boat_mm] {change}')
+    check_datasets(cfg, loaders)

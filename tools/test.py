@@ -1,0 +1,44 @@
+"""Evaluate a checkpoint with any boat_mm config (the config's ``default_scope`` decides the toolbox).
+
+    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--cfg-options k=v ...]
+    tools/dist_test.sh CONFIG CHECKPOINT GPUS [args]
+"""
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
+
+import boat_mm  # noqa: E402,F401  (registers BOAT, applies compat fixes)
+from boat_mm.training import DatasetNotFoundError, DictAction, build_runner, load_config, prepare  # noqa: E402
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description='Test (evaluate) a checkpoint with a boat_mm config')
+    parser.add_argument('config', help='config file path')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('--work-dir', help='where logs and metrics go (default work_dirs/<config>)')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config keys, k=v')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args(argv)
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if not os.path.isfile(args.checkpoint):
+        sys.exit(f'error: checkpoint not found: {args.checkpoint}')
+    cfg = load_config(args.config, args.cfg_options, args.work_dir, args.launcher)
+    cfg.load_from = args.checkpoint
+    try:
+        prepare(cfg, loaders=('test_dataloader',))
+    except DatasetNotFoundError as error:
+        sys.exit(f'error: {error}')
+    metrics = build_runner(cfg).test()
+    return metrics
+
+
+if __name__ == '__main__':
+    main()

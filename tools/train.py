@@ -1,0 +1,54 @@
+"""Train any boat_mm config (mmpretrain, mmdet or mmseg: the config's ``default_scope`` decides).
+
+    python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp] [--cfg-options k=v ...]
+    tools/dist_train.sh CONFIG GPUS [args]        # torchrun, also multi-node and CPU (gloo)
+"""
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
+
+import boat_mm  # noqa: E402,F401  (registers BOAT, applies compat fixes)
+from boat_mm.training import DatasetNotFoundError, DictAction, build_runner, load_config, prepare  # noqa: E402
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description='Train a model with a boat_mm config')
+    parser.add_argument('config', help='config file path')
+    parser.add_argument('--work-dir', help='where logs and checkpoints go (default work_dirs/<config>)')
+    parser.add_argument('--resume', nargs='?', type=str, const='auto',
+                        help='resume from the given checkpoint, or from the latest one in the work dir')
+    parser.add_argument('--amp', action='store_true', help='automatic mixed precision (needs a GPU)')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config keys, k=v')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args(argv)
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    cfg = load_config(args.config, args.cfg_options, args.work_dir, args.launcher)
+    if args.amp:
+        import torch
+        if not torch.cuda.is_available():
+            sys.exit('--amp needs a CUDA GPU (mmengine AmpOptimWrapper); run without --amp on CPU')
+        cfg.optim_wrapper.type = 'AmpOptimWrapper'
+        cfg.optim_wrapper.loss_scale = 'dynamic'
+    if args.resume == 'auto':
+        cfg.resume, cfg.load_from = True, None
+    elif args.resume is not None:
+        if not os.path.isfile(args.resume):
+            sys.exit(f'--resume: checkpoint not found: {args.resume}')
+        cfg.resume, cfg.load_from = True, args.resume
+    try:
+        prepare(cfg, loaders=('train_dataloader', 'val_dataloader'))
+    except DatasetNotFoundError as error:
+        sys.exit(f'error: {error}')
+    build_runner(cfg).train()
+
+
+if __name__ == '__main__':
+    main()
