@@ -80,7 +80,7 @@ def adapt_cfg_to_device(cfg: Config) -> List[str]:
         cfg.env_cfg.setdefault('dist_cfg', ConfigDict())
         cfg.env_cfg.dist_cfg.backend = 'gloo'
         wrapper = cfg.get('model_wrapper_cfg') or ConfigDict(type='MMDistributedDataParallel')
-        wrapper.pop('device_ids', None)
+        wrapper['device_ids'] = None  # an explicit None stops the Runner adding [LOCAL_RANK]
         wrapper.setdefault('broadcast_buffers', False)
         wrapper.setdefault('find_unused_parameters', cfg.get('find_unused_parameters', False))
         cfg.model_wrapper_cfg = wrapper
@@ -137,11 +137,13 @@ def check_datasets(cfg: Config, loaders=('train_dataloader', 'val_dataloader', '
 
 def build_runner(cfg: Config):
     """An mmengine Runner (or the config's ``runner_type``) for a prepared config."""
+    from mmengine.dist import get_backend, get_rank, get_world_size
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
-    if 'runner_type' in cfg:
-        return RUNNERS.build(cfg)
-    return Runner.from_cfg(cfg)
+    runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
+    if runner.distributed and get_rank() == 0:
+        print(f'[boat_mm] distributed: world size {get_world_size()}, backend {get_backend()}')
+    return runner
 
 
 def prepare(cfg: Config, loaders) -> None:

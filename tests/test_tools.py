@@ -1,0 +1,145 @@
+"""tools/: train, test, distributed launch, resume and missing-data errors, each on the demo data."""
+import os
+import os.path as osp
+import re
+import socket
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from boat_mm.demo_data import make_ade20k, make_coco, make_imagenet
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+TIMEOUT = 900
+
+# Small overrides of the demo configs: tiny widths so a few iterations take seconds.
+OVERRIDES = {
+    'seg': ('configs/demo/upernet_boat_cswin_ade20k_demo.py', """
+        model = dict(
+            backbone=dict(arch=dict(_delete_=True, embed_dims=16, depths=(1, 2, 2, 1), num_heads=(2, 2, 4, 4),
+                                    split_sizes=(1, 2, 7, 7))),
+            decode_head=dict(in_channels=[16, 32, 64, 128], channels=32),
+            auxiliary_head=dict(in_channels=64, channels=16))
+        train_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False,
+                                dataset=dict(data_root='{root}/ade20k'))
+        val_dataloader = dict(num_workers=0, persistent_workers=False, dataset=dict(data_root='{root}/ade20k'))
+        test_dataloader = val_dataloader
+        train_cfg = dict(max_iters=4, val_interval=4)
+        param_scheduler = [dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=2)]
+        default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval=2))
+    """),
+    'det': ('configs/demo/mask-rcnn_boat_swin_coco_demo.py', """
+        model = dict(backbone=dict(arch=dict(_delete_=True, embed_dims=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4))),
+                     neck=dict(in_channels=[16, 32, 64, 128], out_channels=32),
+                     rpn_head=dict(in_channels=32, feat_channels=32),
+                     roi_head=dict(bbox_roi_extractor=dict(out_channels=32), bbox_head=dict(in_channels=32),
+                                   mask_roi_extractor=dict(out_channels=32), mask_head=dict(in_channels=32)))
+        train_dataloader = dict(dataset=dict(data_root='{root}/coco/'))
+        val_dataloader = dict(dataset=dict(data_root='{root}/coco/'))
+        test_dataloader = val_dataloader
+        val_evaluator = dict(ann_file='{root}/coco/annotations/instances_val2017.json')
+        test_evaluator = val_evaluator
+        train_cfg = dict(max_epochs=1, val_interval=1)
+        default_hooks = dict(logger=dict(interval=1))
+    """),
+    'cls': ('configs/demo/cls_boat_swin_imagenet_demo.py', """
+        model = dict(backbone=dict(arch=dict(_delete_=True, embed_dims=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4))),
+                     head=dict(in_channels=128))
+        train_dataloader = dict(dataset=dict(data_root='{root}/imagenet'))
+        val_dataloader = dict(dataset=dict(data_root='{root}/imagenet'))
+        test_dataloader = val_dataloader
+        train_cfg = dict(max_epochs=1, val_interval=1)
+        default_hooks = dict(logger=dict(interval=1))
+    """),
+}
+METRIC_PATTERNS = {'seg': r'mIoU: ([\d.]+)', 'det': r'coco/segm_mAP: ([\d.-]+)', 'cls': r'accuracy/top1: ([\d.]+)'}
+
+
+@pytest.fixture(scope='module')
+def demo_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp('demo_data')
+    make_ade20k(str(root / 'ade20k'), num_train=4, num_val=2, size=(64, 64))
+    make_coco(str(root / 'coco'), num_train=4, num_val=2, size=(96, 128))
+    make_imagenet(str(root / 'imagenet'), num_train=6, num_val=3, size=32)
+    return str(root)
+
+
+def small_config(tmp_path, demo_root, task):
+    base, body = OVERRIDES[task]
+    path = tmp_path / f'{task}_small.py'
+    path.write_text(f"_base_ = {osp.join(REPO, base)!r}\n" + textwrap.dedent(body).format(root=demo_root))
+    return str(path)
+
+
+def run(args, cwd=REPO, env=None):
+    result = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=TIMEOUT,
+                            env={**os.environ, 'PYTHONUNBUFFERED': '1', **(env or {})})
+    return result, result.stdout + result.stderr
+
+
+def train(config, work_dir, *extra):
+    return run([sys.executable, 'tools/train.py', config, '--work-dir', str(work_dir), *extra])
+
+
+@pytest.mark.parametrize('task', ['seg', 'det', 'cls'])
+def test_train_then_test_produces_the_metric(tmp_path, demo_root, task):
+    config = small_config(tmp_path, demo_root, task)
+    result, log = train(config, tmp_path / 'work')
+    assert result.returncode == 0, log[-3000:]
+    checkpoints = sorted((tmp_path / 'work').glob('*.pth'))
+    assert checkpoints, log[-2000:]
+    result, log = run([sys.executable, 'tools/test.py', config, str(checkpoints[-1]),
+                       '--work-dir', str(tmp_path / 'test')])
+    assert result.returncode == 0, log[-3000:]
+    metric = re.findall(METRIC_PATTERNS[task], log)
+    assert metric, log[-2000:]
+    assert float(metric[-1]) >= 0
+
+
+def test_resume_continues_from_the_checkpoint_iteration(tmp_path, demo_root):
+    config = small_config(tmp_path, demo_root, 'seg')
+    work = tmp_path / 'work'
+    result, log = train(config, work, '--cfg-options', 'train_cfg.max_iters=2', 'train_cfg.val_interval=100')
+    assert result.returncode == 0, log[-3000:]
+    assert (work / 'iter_2.pth').exists()
+    result, log = train(config, work, '--resume')
+    assert result.returncode == 0, log[-3000:]
+    assert 'resumed epoch: 0, iter: 2' in log
+    iterations = [int(i) for i in re.findall(r'Iter\(train\) \[\s*(\d+)/4\]', log)]
+    assert iterations == [3, 4]
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def test_dist_train_two_cpu_processes(tmp_path, demo_root):
+    config = small_config(tmp_path, demo_root, 'seg')
+    result, log = run(['bash', 'tools/dist_train.sh', config, '2', '--work-dir', str(tmp_path / 'work'),
+                       '--cfg-options', 'train_cfg.max_iters=2', 'train_cfg.val_interval=100'],
+                      env={'PYTHON': sys.executable, 'PORT': str(_free_port()), 'OMP_NUM_THREADS': '1'})
+    assert result.returncode == 0, log[-4000:]
+    assert 'distributed on CPU: gloo backend' in log
+    assert '[boat_mm] distributed: world size 2, backend gloo' in log, log[-3000:]
+    assert re.search(r'Iter\(train\) \[2/2\]', log)
+
+
+def test_missing_dataset_names_the_path_and_the_demo(tmp_path):
+    result, log = run([sys.executable, osp.join(REPO, 'tools/train.py'),
+                       osp.join(REPO, 'configs/upernet_boat_cswin_ade20k.py'), '--work-dir', str(tmp_path)],
+                      cwd=str(tmp_path))
+    assert result.returncode != 0
+    assert 'data/ade/ADEChallengeData2016' in log
+    assert 'make_demo_data.py' in log and 'Traceback' not in log
+
+
+def test_make_demo_data_cli_writes_all_formats(tmp_path):
+    result, log = run([sys.executable, 'tools/make_demo_data.py', str(tmp_path)])
+    assert result.returncode == 0, log
+    assert (tmp_path / 'coco/annotations/instances_val2017.json').exists()
+    assert (tmp_path / 'imagenet/meta/train.txt').exists()
+    assert len(list((tmp_path / 'ade20k/annotations/validation').glob('*.png'))) > 0
