@@ -143,3 +143,16 @@ def test_make_demo_data_cli_writes_all_formats(tmp_path):
     assert (tmp_path / 'coco/annotations/instances_val2017.json').exists()
     assert (tmp_path / 'imagenet/meta/train.txt').exists()
     assert len(list((tmp_path / 'ade20k/annotations/validation').glob('*.png'))) > 0
+
+
+def test_demo_trains_evaluates_and_writes_overlays(tmp_path, demo_root):
+    result, log = run([sys.executable, 'tools/demo.py', '--iters', '2', '--data-root', demo_root,
+                       '--work-dir', str(tmp_path / 'demo')])
+    assert result.returncode == 0, log[-3000:]
+    match = re.search(r'validation mIoU: ([\d.]+) \(chance level, uniform random guess: ([\d.]+)\)', log)
+    assert match, log[-2000:]
+    overlays = list((tmp_path / 'demo' / 'overlays').glob('*.png'))
+    assert len(overlays) == 2
+    from PIL import Image
+    width, height = Image.open(overlays[0]).size
+    assert width == 3 * height  # image | ground truth | prediction

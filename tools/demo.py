@@ -46,7 +46,7 @@ def chance_miou(label_files, num_classes, ignore_index=255):
 
 
 def write_overlays(model, cfg, image_files, label_dir, out_dir):
-    """image | ground truth | prediction, side by side, for every validation image."""
+    """image | ground truth | prediction, side by side, for every validation image (PNG)."""
     from mmseg.apis import inference_model
     from PIL import Image
     os.makedirs(out_dir, exist_ok=True)
@@ -59,13 +59,16 @@ def write_overlays(model, cfg, image_files, label_dir, out_dir):
         truth = np.asarray(Image.open(osp.join(label_dir, stem + '.png'))).astype(np.int64) - 1
         pred = inference_model(model, image_path).pred_sem_seg.data[0].cpu().numpy()
 
-        def paint(label_map):
+        def paint(label_map, where):
             out = image.copy()
-            mask = label_map >= 0
-            out[mask] = (1 - OVERLAY_ALPHA) * image[mask] + OVERLAY_ALPHA * palette[label_map[mask]]
+            out[where] = (1 - OVERLAY_ALPHA) * image[where] + OVERLAY_ALPHA * palette[label_map[where]]
             return out
 
-        panel = np.concatenate([image, paint(truth), paint(pred)], axis=1).clip(0, 255).astype(np.uint8)
+        # ADE20K's label 0 ("other") is ignored in training and scoring, so the prediction is shown on
+        # the labelled pixels only: that is what the mIoU measures.
+        labelled = truth >= 0
+        panel = np.concatenate([image, paint(truth, labelled), paint(pred, labelled)], axis=1)
+        panel = panel.clip(0, 255).astype(np.uint8)
         path = osp.join(out_dir, stem + '.png')
         Image.fromarray(panel).save(path)
         written.append(path)
@@ -110,7 +113,7 @@ def main(argv=None):
     print(f'[demo] validation mIoU: {metrics["mIoU"]:.2f} (chance level, uniform random guess: {chance:.2f})')
     print(f'[demo] checkpoints:      {", ".join(checkpoints)}')
     print(f'[demo] logs:             {runner.log_dir}')
-    print(f'[demo] overlays ({len(overlays)}): {overlay_dir}/  (image | ground truth | prediction)')
+    print(f'[demo] overlays ({len(overlays)}): {overlay_dir}/  (image | ground truth | prediction on labelled pixels)')
     return dict(mIoU=metrics['mIoU'], chance=chance)
 
 
