@@ -5,13 +5,22 @@ dropping the buffers we rebuild (relative position index, shifted-window masks).
 ``backbone.*`` and ``head.fc.*`` keys: an mmpretrain ``ImageClassifier`` loads it strictly, and mmdet /
 mmseg backbones load it through ``init_cfg=dict(type='Pretrained', checkpoint=..., prefix='backbone.')``.
 """
+import argparse
+import os
+import os.path as osp
+import pickle
 import re
+import tempfile
 from collections import OrderedDict
 from typing import Dict, List, Tuple
 
 import torch
+from torch.serialization import safe_globals
 
-__all__ = ['detect_family', 'convert_boat_state_dict', 'SWIN', 'CSWIN']
+from .compat import MMENGINE_CHECKPOINT_GLOBALS
+
+__all__ = ['detect_family', 'detect_arch', 'convert_boat_state_dict', 'load_released_checkpoint',
+           'convert_checkpoint', 'SWIN', 'CSWIN']
 
 SWIN, CSWIN = 'boat_swin', 'boat_cswin'
 
@@ -69,3 +78,84 @@ def convert_boat_state_dict(state_dict: Dict[str, torch.Tensor]) -> 'OrderedDict
             new_key = re.sub(pattern, replacement, new_key)
         converted['backbone.' + new_key] = value
     return converted
+
+
+# (embed_dims, blocks in the third stage) -> arch, per family.
+_ARCH_SIGNATURES = {
+    SWIN: {(96, 6): 'tiny', (96, 18): 'small', (128, 18): 'base'},
+    CSWIN: {(64, 21): 'tiny', (64, 32): 'small', (96, 32): 'base'},
+}
+_EMBED_KEY = {SWIN: 'layers.0.blocks.0.norm1.weight', CSWIN: 'stage1_conv_embed.0.weight'}
+_THIRD_STAGE_BLOCK = {SWIN: re.compile(r'^layers\.2\.blocks\.(\d+)\.'), CSWIN: re.compile(r'^stage3\.(\d+)\.')}
+
+
+def detect_arch(state_dict: Dict[str, torch.Tensor]) -> Tuple[str, str]:
+    """(family, arch) of a released state dict, e.g. ('boat_cswin', 'tiny'); ValueError if unknown."""
+    family = detect_family(state_dict)
+    embed_dims = state_dict[_EMBED_KEY[family]].shape[0]
+    blocks = {int(m.group(1)) for k in state_dict for m in [_THIRD_STAGE_BLOCK[family].match(k)] if m}
+    key = (embed_dims, len(blocks))
+    if key not in _ARCH_SIGNATURES[family]:
+        known = {v: k for k, v in _ARCH_SIGNATURES[family].items()}
+        raise ValueError(f'{family} checkpoint with embed_dims={embed_dims} and {len(blocks)} third-stage blocks '
+                         f'matches no released arch; expected (embed_dims, blocks) in {known}')
+    return family, _ARCH_SIGNATURES[family][key]
+
+
+# What released BOAT checkpoints hold besides tensors: mmengine/numpy scalars (timm's ``metric``),
+# argparse args (timm's ``args``), and BOAT-Swin's yacs ``config``. yacs need not be installed: its
+# ``CfgNode`` (a dict subclass) is read as an inert OrderedDict, so none of its code runs.
+RELEASED_CHECKPOINT_GLOBALS = MMENGINE_CHECKPOINT_GLOBALS + [
+    argparse.Namespace, (OrderedDict, 'yacs.config.CfgNode')]
+
+
+def load_released_checkpoint(path: str, use_ema: bool = False) -> Dict[str, torch.Tensor]:
+    """The model state dict of a released BOAT checkpoint in any of its wrappings.
+
+    BOAT-Swin ``.pth``: ``{'model': ...}``; BOAT-CSWin ``.pth.tar`` (timm): ``{'state_dict': ...,
+    'state_dict_ema': ...}``; or a bare state dict. ``use_ema`` picks the EMA weights (error if absent).
+    Loading is ``torch.load(weights_only=True)`` with an allow-list: a pickle payload is refused."""
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'checkpoint not found: {path}')
+    try:
+        with safe_globals(RELEASED_CHECKPOINT_GLOBALS):
+            checkpoint = torch.load(path, map_location='cpu', weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise pickle.UnpicklingError(f'refused to load {path}: it holds objects outside the allow-list of '
+                                     f'safe checkpoint contents ({error})') from None
+    except (RuntimeError, EOFError, OSError) as error:
+        raise ValueError(f'cannot read {path}: the file is damaged or not a PyTorch checkpoint ({error})') from None
+    if not isinstance(checkpoint, dict):
+        raise ValueError(f'{path}: expected a dict, found {type(checkpoint).__name__}')
+    if use_ema:
+        if 'state_dict_ema' not in checkpoint:
+            raise ValueError(f'{path}: --ema asked for, but the checkpoint has no state_dict_ema '
+                             f'(top-level keys: {sorted(checkpoint)})')
+        return checkpoint['state_dict_ema']
+    for wrapper in ('model', 'state_dict'):
+        if isinstance(checkpoint.get(wrapper), dict):
+            return checkpoint[wrapper]
+    if all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
+        return checkpoint
+    raise ValueError(f'{path}: found top-level keys {sorted(checkpoint)[:10]}; expected a released BOAT '
+                     "checkpoint ('model', 'state_dict'/'state_dict_ema', or a bare state dict)")
+
+
+def convert_checkpoint(src: str, dst: str, use_ema: bool = False) -> Dict:
+    """Convert a released checkpoint file into an mmengine-style one; returns a summary."""
+    state_dict = load_released_checkpoint(src, use_ema)
+    family, arch = detect_arch(state_dict)
+    converted = convert_boat_state_dict(state_dict)
+    meta = dict(source=osp.basename(src), family=family, arch=arch, ema=use_ema,
+                converter='boat_mm.converters')
+    os.makedirs(osp.dirname(osp.abspath(dst)), exist_ok=True)
+    # Written next to the destination, then renamed: a crash never leaves a half-written file.
+    fd, tmp = tempfile.mkstemp(dir=osp.dirname(osp.abspath(dst)), suffix='.tmp')
+    os.close(fd)
+    try:
+        torch.save(dict(state_dict=converted, meta=meta), tmp)
+        os.replace(tmp, dst)
+    finally:
+        if osp.exists(tmp):
+            os.remove(tmp)
+    return dict(meta, num_tensors=len(converted), dropped=len(state_dict) - len(converted))

@@ -7,3 +7,13 @@ model = dict(
     backbone=dict(_delete_=True, type='BOATCSWinTransformer', arch='tiny', out_indices=(3, ),
                   drop_path_rate=0.2),
     head=dict(in_channels=512))
+
+# Evaluation as the released BOAT-CSWin models were: bicubic resize of the short side to 224 / 0.9, centre crop.
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='ResizeEdge', scale=248, edge='short', backend='pillow', interpolation='bicubic'),
+    dict(type='CenterCrop', crop_size=224),
+    dict(type='PackInputs'),
+]
+val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
+test_dataloader = val_dataloader
