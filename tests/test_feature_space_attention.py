@@ -165,3 +165,17 @@ def test_bad_arguments_raise(kwargs, match):
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
         FeatureSpaceLocalAttention(**args)
+
+
+def test_cache_chunked_deep_levels_give_identical_clusters(monkeypatch):
+    """Large inputs finish the deep levels chunk by chunk; the clusters must not change."""
+    import boat_mm.models.feature_space_attention as fsla
+    torch.manual_seed(0)
+    for n_tokens in (3136, 3000):
+        q = torch.randn(4, n_tokens, 16, dtype=torch.float64)
+        plan = plan_clusters(n_tokens)
+        whole = balanced_hierarchical_clustering(q, plan)
+        monkeypatch.setattr(fsla, 'CACHE_CHUNK_ELEMENTS', 2000)  # forces split level > 0, many chunks
+        chunked = balanced_hierarchical_clustering(q, plan)
+        monkeypatch.undo()
+        assert torch.equal(whole, chunked)

@@ -147,11 +147,11 @@ class BOATCSWinStage(nn.Module):
     """(Except for the first stage) a 3x3/2 conv merge, then the blocks of one resolution."""
 
     def __init__(self, in_dims: Optional[int], embed_dims: int, depth: int, num_heads: int, split_size: int,
-                 last_stage: bool, drop_paths: Sequence[float], **block_kwargs):
+                 last_stage: bool, with_fsla: bool, drop_paths: Sequence[float], **block_kwargs):
         super().__init__()
         self.downsample = ConvEmbed(in_dims, embed_dims, 3, 2, 1) if in_dims else None
         self.blocks = nn.ModuleList([
-            BOATCSWinBlock(embed_dims, num_heads, split_size, last_stage, use_fsla=i % 2 == 0,
+            BOATCSWinBlock(embed_dims, num_heads, split_size, last_stage, use_fsla=with_fsla and i % 2 == 0,
                            drop_path=drop_paths[i], **block_kwargs)
             for i in range(depth)])
 
@@ -169,6 +169,7 @@ class BOATCSWinTransformer(BOATBackbone):
         drop_rate, attn_drop_rate, drop_path_rate: dropout, attention dropout, stochastic depth.
         cluster_size, overlap, kmeans_iters, temperature: FSLA settings, released defaults.
         fsla_qk_scale: FSLA attention scale; released BOAT-CSWin: 1.0 (None: head_dim ** -0.5).
+        with_fsla: False builds the plain CSWin network (no FSLA blocks), e.g. as a speed baseline.
         out_indices, frozen_stages, norm_eval, with_cp, init_cfg: as in the OpenMMLab backbones.
     """
     arch_zoo = {
@@ -185,7 +186,7 @@ class BOATCSWinTransformer(BOATBackbone):
                  drop_rate: float = 0.0, attn_drop_rate: float = 0.0, drop_path_rate: float = 0.1,
                  cluster_size: int = DEFAULT_CLUSTER_SIZE, overlap: int = DEFAULT_OVERLAP,
                  kmeans_iters: int = DEFAULT_KMEANS_ITERS, temperature: float = DEFAULT_TEMPERATURE,
-                 fsla_qk_scale: Optional[float] = RELEASED_CSWIN_FSLA_SCALE,
+                 fsla_qk_scale: Optional[float] = RELEASED_CSWIN_FSLA_SCALE, with_fsla: bool = True,
                  out_indices: Sequence[int] = (0, 1, 2, 3), frozen_stages: int = -1, norm_eval: bool = False,
                  with_cp: bool = False, init_cfg=None):
         super().__init__(init_cfg=init_cfg)
@@ -214,7 +215,7 @@ class BOATCSWinTransformer(BOATBackbone):
             start = sum(depths[:i])
             self.stages.append(BOATCSWinStage(
                 self.num_features[i - 1] if i else None, self.num_features[i], depths[i], num_heads[i],
-                split_sizes[i], last_stage=i == num_stages - 1, drop_paths=drop_paths[start:start + depths[i]],
+                split_sizes[i], last_stage=i == num_stages - 1, with_fsla=with_fsla, drop_paths=drop_paths[start:start + depths[i]],
                 mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop=drop_rate, attn_drop=attn_drop_rate,
                 fsla_cfg=fsla_cfg, with_cp=with_cp))
         self._add_output_norms()

@@ -27,6 +27,9 @@ DEFAULT_CLUSTER_SIZE = 49
 DEFAULT_OVERLAP = 20
 DEFAULT_KMEANS_ITERS = 2
 DEFAULT_TEMPERATURE = 100.0
+# Floats of (raw, unit) queries processed at once in the deep clustering levels (~4 MB): small enough
+# to stay in a CPU's L2/L3 cache, large enough to keep kernel launches few.
+CACHE_CHUNK_ELEMENTS = 1 << 21
 
 
 class ClusterPlan(NamedTuple):
@@ -142,6 +145,14 @@ def _plan_to(plan: ClusterPlan, device: torch.device) -> ClusterPlan:
                          key_index=plan.key_index.to(device), key_valid=plan.key_valid.to(device))
 
 
+def take_rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``x[r, index[r, j]]`` for x (R, L, d) and index (R, K): one contiguous row copy (index_select),
+    much faster than ``gather`` with an index expanded over d."""
+    rows, length, dims = x.shape
+    offsets = torch.arange(rows, device=x.device).unsqueeze(1) * length
+    return x.reshape(rows * length, dims).index_select(0, (index + offsets).reshape(-1)).view(rows, -1, dims)
+
+
 def _half_means(q: torch.Tensor, valid: Optional[torch.Tensor]) -> torch.Tensor:
     """Initial centroids: mean of the real q in the first and in the second half of every group.
 
@@ -155,6 +166,46 @@ def _half_means(q: torch.Tensor, valid: Optional[torch.Tensor]) -> torch.Tensor:
         weights = valid.view(1, groups, 2, n // 2, 1).to(q.dtype)
         means = (halves * weights).sum(dim=3) / weights.sum(dim=3).clamp(min=1)
     return means.transpose(-1, -2)
+
+
+def _split_levels(q: torch.Tensor, q_unit: torch.Tensor, perm: torch.Tensor, plan: ClusterPlan, first: int,
+                  last: int, group0: int, num_groups: int, kmeans_iters: int,
+                  temperature: float) -> torch.Tensor:
+    """Run split levels ``first .. last - 1`` on ``num_groups`` consecutive groups (starting at group
+    ``group0`` of level ``first``) whose slots hold raw ``q`` and unit ``q_unit`` (BH, slots, d) and
+    ``perm`` (BH, slots); returns the reordered ``perm``."""
+    bh, span, d = q.shape
+    for level in range(first, last):
+        scale = 1 << (level - first)
+        groups = num_groups * scale
+        valid = plan.level_valid[level][group0 * scale:(group0 + num_groups) * scale]
+        layout = plan.level_layout[level][group0 * scale:(group0 + num_groups) * scale]
+        n = span // groups
+        q_g, qu_g = q.view(bh, groups, n, d), q_unit.view(bh, groups, n, d)
+        real = valid.view(1, groups, n).to(q.dtype) if plan.has_padding else None
+        means = _half_means(q_g, valid if plan.has_padding else None)
+        c0, c1 = F.normalize(means[..., 0], dim=-1), F.normalize(means[..., 1], dim=-1)
+        for _ in range(kmeans_iters):
+            # Soft assignment softmax(T * [s0, s1]) is sigmoid(+-T * (s0 - s1)): one mat-vec, no softmax.
+            logit = temperature * (qu_g @ (c0 - c1).unsqueeze(-1)).squeeze(-1)
+            assign = torch.stack([torch.sigmoid(logit), torch.sigmoid(-logit)], dim=-2)  # (BH, G, 2, n)
+            if real is not None:
+                assign = assign * real.unsqueeze(-2)
+            sums = assign @ q_g  # (BH, G, 2, d): weighted sums of the raw q
+            c0, c1 = F.normalize(sums[..., 0, :], dim=-1), F.normalize(sums[..., 1, :], dim=-1)
+        scores = qu_g @ torch.stack([c0, c1], dim=-1)
+        ratio = (scores[..., 0] + 1) / (scores[..., 1] + 1)
+        ratio = torch.nan_to_num(ratio, nan=math.inf)
+        if plan.has_padding:
+            ratio = ratio.masked_fill(~valid.unsqueeze(0), math.inf)
+        order = torch.sort(ratio, dim=-1, stable=True).indices
+        if plan.has_padding:
+            order = order.gather(-1, layout.unsqueeze(0).expand(bh, -1, -1))
+        order = (order + torch.arange(groups, device=q.device).view(1, groups, 1) * n).view(bh, span)
+        perm = perm.gather(-1, order)
+        if level + 1 < last:
+            q, q_unit = take_rows(q, order), take_rows(q_unit, order)
+    return perm
 
 
 @torch.no_grad()
@@ -181,30 +232,29 @@ def balanced_hierarchical_clustering(q: torch.Tensor, plan: ClusterPlan,
     if rows < total:
         q = F.pad(q, (0, 0, 0, total - rows))
     q_unit = F.normalize(q, dim=-1)
-    perm = torch.arange(total, device=device).unsqueeze(0).expand(bh, total)
-    for valid, layout in zip(plan.level_valid, plan.level_layout):
-        groups, n = valid.shape
-        q_g = q.view(bh, groups, n, d)
-        qu_g = q_unit.view(bh, groups, n, d)
-        centroids = F.normalize(_half_means(q_g, valid if plan.has_padding else None), dim=-2)
-        real = valid.view(1, groups, n, 1).to(q.dtype)
-        for _ in range(kmeans_iters):
-            assign = torch.softmax(qu_g @ centroids * temperature, dim=-1)
-            if plan.has_padding:
-                assign = assign * real
-            centroids = F.normalize(q_g.transpose(-1, -2) @ assign, dim=-2)
-        scores = qu_g @ centroids
-        ratio = (scores[..., 0] + 1) / (scores[..., 1] + 1)
-        ratio = torch.nan_to_num(ratio, nan=math.inf)
-        if plan.has_padding:
-            ratio = ratio.masked_fill(~valid.unsqueeze(0), math.inf)
-        order = torch.sort(ratio, dim=-1, stable=True).indices
-        if plan.has_padding:
-            order = order.gather(-1, layout.unsqueeze(0).expand(bh, -1, -1))
-        order = (order + torch.arange(groups, device=device).view(1, groups, 1) * n).view(bh, total)
-        perm = perm.gather(-1, order)
-        q = q.gather(1, order.unsqueeze(-1).expand(-1, -1, d))
-        q_unit = q_unit.gather(1, order.unsqueeze(-1).expand(-1, -1, d))
+    perm = torch.arange(total, device=device).unsqueeze(0).repeat(bh, 1)
+    # The first levels split big groups over the whole tensor; once the data no longer fits in the CPU
+    # cache, each group's subtree is finished chunk by chunk (one row, a few groups, contiguous) so
+    # that the deeper levels run on data that stays in cache.
+    split_level = plan.num_levels
+    if bh * total * d > CACHE_CHUNK_ELEMENTS:
+        split_level = 0
+        while split_level < plan.num_levels and (total >> split_level) * d > CACHE_CHUNK_ELEMENTS:
+            split_level += 1
+    if split_level == plan.num_levels:
+        return _split_levels(q, q_unit, perm, plan, 0, split_level, 0, 1, kmeans_iters, temperature)
+    perm = _split_levels(q, q_unit, perm, plan, 0, split_level, 0, 1, kmeans_iters, temperature)
+    if split_level:  # bring q into the order the first levels produced
+        q, q_unit = take_rows(q, perm), take_rows(q_unit, perm)
+    group_slots = total >> split_level
+    groups_per_chunk = max(1, CACHE_CHUNK_ELEMENTS // (group_slots * d))
+    for row in range(bh):
+        for g0 in range(0, 1 << split_level, groups_per_chunk):
+            count = min(groups_per_chunk, (1 << split_level) - g0)
+            span = slice(g0 * group_slots, (g0 + count) * group_slots)
+            rows = slice(row, row + 1)
+            perm[rows, span] = _split_levels(q[rows, span], q_unit[rows, span], perm[rows, span], plan,
+                                             split_level, plan.num_levels, g0, count, kmeans_iters, temperature)
     return perm
 
 
@@ -224,15 +274,14 @@ def attend_within_clusters(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pe
         gather_idx = perm.masked_fill(perm >= num_tokens, 0)
     else:
         gather_idx = perm
-    idx = gather_idx.unsqueeze(-1).expand(-1, -1, -1, d)
-    q_slots = q.gather(2, idx)
+    rows = b * heads
+    gather_idx = gather_idx.reshape(rows, total)
     key_count = plan.key_index.shape[1]
-    key_idx = gather_idx.gather(2, plan.key_index.view(1, 1, -1).expand(b, heads, -1))
-    key_idx = key_idx.unsqueeze(-1).expand(-1, -1, -1, d)
+    key_idx = gather_idx.index_select(1, plan.key_index.view(-1))
     # 4-D (B, h * clusters, slots, d) so that every SDPA backend accepts it.
-    q_slots = q_slots.view(b, heads * clusters, slots, d)
-    k_keys = k.gather(2, key_idx).view(b, heads * clusters, key_count, d)
-    v_keys = v.gather(2, key_idx).view(b, heads * clusters, key_count, d)
+    q_slots = take_rows(q.reshape(rows, num_tokens, d), gather_idx).view(b, heads * clusters, slots, d)
+    k_keys = take_rows(k.reshape(rows, num_tokens, d), key_idx).view(b, heads * clusters, key_count, d)
+    v_keys = take_rows(v.reshape(rows, num_tokens, d), key_idx).view(b, heads * clusters, key_count, d)
     mask = None
     if plan.has_padding:
         mask = plan.key_valid.view(1, 1, clusters, 1, key_count).expand(1, heads, -1, -1, -1)
@@ -240,10 +289,10 @@ def attend_within_clusters(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pe
     out = F.scaled_dot_product_attention(q_slots, k_keys, v_keys, attn_mask=mask, dropout_p=dropout_p,
                                          scale=scale)
     out = out.view(b, heads, total, d)
-    # Scatter back: slot -> token. Pad slots write into a dump row past the real tokens.
-    result = out.new_empty(b, heads, total, d)
-    result.scatter_(2, perm.unsqueeze(-1).expand(-1, -1, -1, d), out)
-    return result[:, :, :num_tokens]
+    # Back to token order: inverse permutation; pad slots (ids >= N) are simply never read.
+    inverse = torch.empty_like(perm).scatter_(2, perm, torch.arange(total, device=perm.device).expand_as(perm))
+    return take_rows(out.reshape(rows, total, d), inverse[..., :num_tokens].reshape(rows, num_tokens)).view(
+        b, heads, num_tokens, d)
 
 
 class FeatureSpaceLocalAttention(nn.Module):

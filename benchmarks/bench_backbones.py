@@ -1,0 +1,95 @@
+"""Whole backbones: BOAT-Swin-T against mmpretrain's Swin-T, BOAT-CSWin-T against itself with FSLA off.
+
+    python benchmarks/bench_backbones.py [--device cpu|cuda] [--dtype fp32|bf16|fp16] [--compile]
+                                         [--sizes 224 512 800x1216 896] [--backward]
+
+All ratios come from the same run. Batch 4 at 224, batch 1 at the larger sizes.
+"""
+import argparse
+import os
+import sys
+from contextlib import nullcontext
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import torch  # noqa: E402
+
+from benchmarks.common import machine_description, markdown_table, time_call  # noqa: E402
+from boat_mm import BOATCSWinTransformer, BOATSwinTransformer  # noqa: E402
+
+DTYPES = {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
+
+
+def models():
+    from mmpretrain.models import SwinTransformer
+    return {
+        'Swin-T (mmpretrain)': lambda: SwinTransformer(arch='tiny', img_size=224, out_indices=(0, 1, 2, 3)),
+        'BOAT-Swin-T': lambda: BOATSwinTransformer('tiny'),
+        'CSWin-T (BOAT-CSWin-T, FSLA off)': lambda: BOATCSWinTransformer('tiny', with_fsla=False),
+        'BOAT-CSWin-T': lambda: BOATCSWinTransformer('tiny'),
+    }
+
+
+PAIRS = (('BOAT-Swin-T', 'Swin-T (mmpretrain)'), ('BOAT-CSWin-T', 'CSWin-T (BOAT-CSWin-T, FSLA off)'))
+
+
+def parse_size(text):
+    h, _, w = text.partition('x')
+    return int(h), int(w or h)
+
+
+def run(args):
+    device = args.device
+    autocast = (torch.autocast(device, dtype=DTYPES[args.dtype]) if DTYPES[args.dtype] else nullcontext())
+    built = {name: make().to(device) for name, make in models().items()}
+    for model in built.values():
+        model.eval()  # (some toolbox backbones' train() returns None, so no chaining)
+    if args.compile:
+        built = {name: torch.compile(model) for name, model in built.items()}
+    rows = []
+    for size_text in args.sizes:
+        height, width = parse_size(size_text)
+        batch = 4 if (height, width) == (224, 224) else 1
+        x = torch.randn(batch, 3, height, width, device=device)
+        times = {}
+        for name, model in built.items():
+            def forward(model=model):
+                with torch.no_grad(), autocast:
+                    model(x)
+            times[name, 'fwd'] = time_call(forward, args.repeats, device=device)
+            if args.backward:
+                model.train()
+
+                def forward_backward(model=model):
+                    with autocast:
+                        outs = model(x)
+                    sum(o.float().mean() for o in outs).backward()
+                times[name, 'fwd+bwd'] = time_call(forward_backward, max(1, args.repeats // 2), device=device)
+                model.eval()
+        for boat, base in PAIRS:
+            for mode in ('fwd', 'fwd+bwd') if args.backward else ('fwd',):
+                rows.append({'input': f'{batch}x{height}x{width}', 'mode': mode, 'model': boat,
+                             'ms': round(times[boat, mode] * 1e3, 1), 'baseline': base,
+                             'baseline ms': round(times[base, mode] * 1e3, 1),
+                             'ratio': round(times[boat, mode] / times[base, mode], 2)})
+    return rows
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--device', default='cpu')
+    parser.add_argument('--dtype', choices=sorted(DTYPES), default='fp32')
+    parser.add_argument('--compile', action='store_true', help='torch.compile every model')
+    parser.add_argument('--sizes', nargs='+', default=['224', '512', '800x1216', '896'])
+    parser.add_argument('--backward', action='store_true', help='also time forward+backward')
+    parser.add_argument('--repeats', type=int, default=5)
+    args = parser.parse_args(argv)
+    print(f'# backbones, {args.dtype}{" + torch.compile" if args.compile else ""}, '
+          f'{machine_description(args.device)}')
+    rows = run(args)
+    print(markdown_table(rows, list(rows[0])))
+    return rows
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,105 @@
+"""FSLA module: forward and forward+backward time per token and peak memory against N.
+
+    python benchmarks/bench_fsla.py [--device cpu|cuda] [--max-tokens 200704] [--plot out.png]
+
+Module: C=96, 3 heads (BOAT-Swin-T stage 1), batch 2, fp32. The plain loop implementation from the
+tests (a Python loop over clusters with explicit key sets) is timed at the smallest N as the baseline.
+"""
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import torch  # noqa: E402
+
+from benchmarks.common import machine_description, markdown_table, peak_memory_mb, time_call  # noqa: E402
+from boat_mm.models.feature_space_attention import FeatureSpaceLocalAttention  # noqa: E402
+
+TOKEN_COUNTS = (3136, 12544, 50176, 200704)  # 56^2, 112^2, 224^2, 448^2
+EMBED_DIMS, NUM_HEADS, BATCH = 96, 3, 2
+
+
+def square(n):
+    side = int(round(n ** 0.5))
+    return side, n // side
+
+
+def bench(n, device, repeats):
+    torch.manual_seed(0)
+    module = FeatureSpaceLocalAttention(EMBED_DIMS, NUM_HEADS).to(device)
+    x = torch.randn(BATCH, n, EMBED_DIMS, device=device)
+    hw = square(n)
+
+    def forward():
+        with torch.no_grad():
+            module(x, hw)
+
+    x_grad = x.clone().requires_grad_()
+
+    def forward_backward():
+        module(x_grad, hw).sum().backward()
+
+    fwd = time_call(forward, repeats, device=device)
+    fwd_bwd = time_call(forward_backward, max(1, repeats // 2), device=device)
+    mem = peak_memory_mb(forward, device)
+    tokens = BATCH * n
+    return dict(N=n, fwd_ms=round(fwd * 1e3, 1), fwd_us_per_token=round(fwd / tokens * 1e6, 2),
+                fwd_bwd_ms=round(fwd_bwd * 1e3, 1), fwd_bwd_us_per_token=round(fwd_bwd / tokens * 1e6, 2),
+                peak_mem_MB=round(mem, 1), mem_KB_per_token=round(mem * 1024 / tokens, 2))
+
+
+def bench_plain_loop(n):
+    """The tests' obviously-correct loop implementation, for scale."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'tests'))
+    from test_feature_space_attention import plain_fsla
+    torch.manual_seed(0)
+    module = FeatureSpaceLocalAttention(EMBED_DIMS, NUM_HEADS).eval()
+    x = torch.randn(BATCH, n, EMBED_DIMS)
+    with torch.no_grad():
+        seconds = time_call(lambda: plain_fsla(module, x, square(n)), repeats=1, warmup=0)
+    return dict(N=n, fwd_ms=round(seconds * 1e3, 1), fwd_us_per_token=round(seconds / (BATCH * n) * 1e6, 2))
+
+
+def plot(rows, path):
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    ns = [r['N'] for r in rows]
+    axes[0].plot(ns, [r['fwd_us_per_token'] for r in rows], 'o-', label='forward')
+    axes[0].plot(ns, [r['fwd_bwd_us_per_token'] for r in rows], 's-', label='forward+backward')
+    axes[0].set(xscale='log', xlabel='tokens N', ylabel='us per token', title='FSLA time per token')
+    axes[0].legend()
+    axes[1].plot(ns, [r['peak_mem_MB'] for r in rows], 'o-')
+    axes[1].set(xscale='log', yscale='log', xlabel='tokens N', ylabel='MB', title='FSLA forward peak memory')
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--device', default='cpu')
+    parser.add_argument('--max-tokens', type=int, default=max(TOKEN_COUNTS))
+    parser.add_argument('--repeats', type=int, default=5)
+    parser.add_argument('--plot', help='write a PNG plot here')
+    args = parser.parse_args(argv)
+    print(f'# FSLA, C={EMBED_DIMS}, {NUM_HEADS} heads, batch {BATCH}, fp32, {machine_description(args.device)}')
+    rows = [bench(n, args.device, args.repeats) for n in TOKEN_COUNTS if n <= args.max_tokens]
+    print(markdown_table(rows, list(rows[0])))
+    for r in rows[1:]:
+        print(f'forward time per token grows {r["fwd_us_per_token"] / rows[0]["fwd_us_per_token"]:.2f}x '
+              f'from N={rows[0]["N"]} to N={r["N"]}; memory per token {r["mem_KB_per_token"]} KB '
+              f'(vs {rows[0]["mem_KB_per_token"]} KB)')
+    if args.device == 'cpu':
+        loop = bench_plain_loop(TOKEN_COUNTS[0])
+        print(f'plain loop implementation at N={loop["N"]}: {loop["fwd_ms"]} ms forward '
+              f'({loop["fwd_ms"] / rows[0]["fwd_ms"]:.1f}x the module)')
+    if args.plot:
+        plot(rows, args.plot)
+        print(f'plot written to {args.plot}')
+    return rows
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,59 @@
+"""Timing helpers shared by the benchmark scripts (median of repeated runs, peak memory)."""
+import gc
+import resource
+import statistics
+import time
+from typing import Callable, Dict
+
+import torch
+
+__all__ = ['time_call', 'peak_memory_mb', 'machine_description', 'markdown_table']
+
+
+def time_call(fn: Callable[[], object], repeats: int = 5, warmup: int = 1, device: str = 'cpu') -> float:
+    """Median wall time of ``fn()`` in seconds."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        if device == 'cuda':
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        if device == 'cuda':
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    gc.collect()
+    return statistics.median(times)
+
+
+def peak_memory_mb(fn: Callable[[], object], device: str = 'cpu') -> float:
+    """Peak memory of one ``fn()`` call: CUDA allocator peak, or on CPU the profiler's allocation peak."""
+    if device == 'cuda':
+        torch.cuda.reset_peak_memory_stats()
+        fn()
+        return torch.cuda.max_memory_allocated() / 2 ** 20
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    events = prof.events()
+    current = peak = 0
+    for event in sorted(events, key=lambda e: e.time_range.start):
+        current += event.cpu_memory_usage
+        peak = max(peak, current)
+    return peak / 2 ** 20
+
+
+def machine_description(device: str = 'cpu') -> str:
+    if device == 'cuda':
+        return f'{torch.cuda.get_device_name()} (torch {torch.__version__})'
+    import platform
+    return (f'{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads '
+            f'(torch {torch.__version__})')
+
+
+def markdown_table(rows, columns) -> str:
+    lines = ['| ' + ' | '.join(columns) + ' |', '|' + '---|' * len(columns)]
+    for row in rows:
+        lines.append('| ' + ' | '.join(str(row[c]) for c in columns) + ' |')
+    return '\n'.join(lines)
