@@ -342,7 +342,8 @@ class FeatureSpaceLocalAttention(nn.Module):
         self.proj = nn.Linear(embed_dims, embed_dims)
         self.proj_drop = nn.Dropout(proj_drop)
         self.lepe = nn.Conv2d(embed_dims, embed_dims, kernel_size=3, padding=1, groups=embed_dims)
-        # Opt-in capture of the last clustering (for visualisation); None means off.
+        # Opt-in capture of the last clustering for visualisation (boat_mm.visualization): when True,
+        # forward stores its permutation, plan and input tokens in ``last_clusters``.
         self.record_clusters = False
         self.last_clusters: Optional[dict] = None
 
@@ -363,8 +364,9 @@ class FeatureSpaceLocalAttention(nn.Module):
         perm = balanced_hierarchical_clustering(q.reshape(b * self.num_heads, num_tokens, self.head_dims),
                                                 plan, self.kmeans_iters, self.temperature)
         if self.record_clusters:
-            self.last_clusters = dict(perm=perm.view(b, self.num_heads, -1).cpu(), plan=plan,
-                                      hw_shape=(height, width))
+            self.last_clusters = dict(perm=perm.view(b, self.num_heads, -1).cpu(), hw_shape=(height, width),
+                                      plan=plan_clusters(num_tokens, self.cluster_size, self.overlap),
+                                      x=x.detach().float().cpu())
         dropout_p = self.attn_drop if self.training else 0.0
         out = attend_within_clusters(q, k, v, perm, plan, self.scale, dropout_p)
         out = out.transpose(1, 2).reshape(b, num_tokens, channels)
