@@ -6,13 +6,24 @@
 loader and allow-list exactly what such checkpoints contain, so a checkpoint carrying any other pickle
 payload is still refused without running it. Nothing installed is edited.
 
-2. CPU distributed training (``enable_cpu_distributed``, called by the tools): see below.
+2. Checkpoint files: every local load (``load_checkpoint``, resume, ``init_cfg`` Pretrained, the
+converter) goes through ``load_checkpoint_file``, whose errors name the file and say whether it was
+refused (pickle payload) or is damaged; every local save is atomic (temporary file + rename), so a job
+killed mid-save never leaves a half-written checkpoint behind.
+
+3. CPU distributed training (``enable_cpu_distributed``, called by the tools): see below.
 """
+import os
+import os.path as osp
+import pickle
+import tempfile
+
 import numpy as np
 import torch
-from torch.serialization import add_safe_globals
+from torch.serialization import add_safe_globals, safe_globals
 
-__all__ = ['allow_mmengine_checkpoint_globals', 'MMENGINE_CHECKPOINT_GLOBALS', 'enable_cpu_distributed']
+__all__ = ['allow_mmengine_checkpoint_globals', 'MMENGINE_CHECKPOINT_GLOBALS', 'enable_cpu_distributed',
+           'load_checkpoint_file', 'save_checkpoint_atomic', 'DamagedCheckpointError']
 
 
 def _numpy_multiarray():
@@ -62,6 +73,70 @@ def allow_mmengine_checkpoint_globals() -> None:
 
 
 allow_mmengine_checkpoint_globals()
+
+
+class DamagedCheckpointError(RuntimeError):
+    """A checkpoint file that exists but cannot be read (truncated, corrupted, not a checkpoint)."""
+
+
+# Unpickling errors that mean "these bytes are not a pickle", as opposed to "this pickle asks for
+# something not allow-listed" (a refusal).
+_GARBLED_PICKLE_SIGNS = ('Unsupported operand', 'invalid load key', 'pickle data was truncated', 'ran out of input')
+
+
+def load_checkpoint_file(filename: str, map_location='cpu', extra_globals=()):
+    """``torch.load(weights_only=True)`` with errors that name the file and say what is wrong."""
+    filename = osp.expanduser(filename)
+    if not osp.isfile(filename):
+        raise FileNotFoundError(f'{filename} can not be found.')
+    try:
+        with safe_globals(list(extra_globals)):
+            return torch.load(filename, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        if any(sign in str(error) for sign in _GARBLED_PICKLE_SIGNS):
+            raise DamagedCheckpointError(f'cannot load {filename}: the file is damaged (truncated or corrupted) '
+                                         f'or is not a PyTorch checkpoint ({error})') from None
+        reason = str(error).strip().splitlines()
+        detail = next((line for line in reason if 'GLOBAL' in line or 'Unsupported' in line), reason[0] if reason else '')
+        raise pickle.UnpicklingError(
+            f'refused to load {filename}: it holds objects outside the allow-list of safe checkpoint contents, '
+            f'and nothing in it was run ({detail.strip()})') from None
+    except (RuntimeError, EOFError, ValueError, OSError) as error:
+        raise DamagedCheckpointError(f'cannot load {filename}: the file is damaged (truncated or corrupted) '
+                                     f'or is not a PyTorch checkpoint ({error})') from None
+
+
+def save_checkpoint_atomic(checkpoint, filename: str) -> None:
+    """Write to a temporary file beside ``filename``, then rename: readers never see a partial file."""
+    directory = osp.dirname(osp.abspath(filename))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f'.{osp.basename(filename)}.', suffix='.tmp')
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            torch.save(checkpoint, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, filename)
+    finally:
+        if osp.exists(tmp):
+            os.remove(tmp)
+
+
+def _install_checkpoint_io() -> None:
+    import mmengine.runner.checkpoint as mm_checkpoint
+    import mmengine.runner.runner as mm_runner
+    original_save = mm_checkpoint.save_checkpoint
+
+    def save_checkpoint(checkpoint, filename, file_client_args=None, backend_args=None):
+        if '://' in str(filename) or file_client_args or backend_args:
+            return original_save(checkpoint, filename, file_client_args, backend_args)
+        save_checkpoint_atomic(checkpoint, filename)
+
+    mm_checkpoint.save_checkpoint = mm_runner.save_checkpoint = save_checkpoint
+    mm_checkpoint.CheckpointLoader.register_scheme(prefixes='', force=True)(load_checkpoint_file)
+
+
+_install_checkpoint_io()
 
 
 # --- CPU distributed training ------------------------------------------------------------------

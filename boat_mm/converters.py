@@ -6,18 +6,13 @@ dropping the buffers we rebuild (relative position index, shifted-window masks).
 mmseg backbones load it through ``init_cfg=dict(type='Pretrained', checkpoint=..., prefix='backbone.')``.
 """
 import argparse
-import os
 import os.path as osp
-import pickle
 import re
-import tempfile
 from collections import OrderedDict
 from typing import Dict, List, Tuple
 
 import torch
-from torch.serialization import safe_globals
-
-from .compat import MMENGINE_CHECKPOINT_GLOBALS
+from .compat import load_checkpoint_file, save_checkpoint_atomic
 
 __all__ = ['detect_family', 'detect_arch', 'convert_boat_state_dict', 'load_released_checkpoint',
            'convert_checkpoint', 'SWIN', 'CSWIN']
@@ -105,8 +100,7 @@ def detect_arch(state_dict: Dict[str, torch.Tensor]) -> Tuple[str, str]:
 # What released BOAT checkpoints hold besides tensors: mmengine/numpy scalars (timm's ``metric``),
 # argparse args (timm's ``args``), and BOAT-Swin's yacs ``config``. yacs need not be installed: its
 # ``CfgNode`` (a dict subclass) is read as an inert OrderedDict, so none of its code runs.
-RELEASED_CHECKPOINT_GLOBALS = MMENGINE_CHECKPOINT_GLOBALS + [
-    argparse.Namespace, (OrderedDict, 'yacs.config.CfgNode')]
+RELEASED_CHECKPOINT_EXTRA_GLOBALS = [argparse.Namespace, (OrderedDict, 'yacs.config.CfgNode')]
 
 
 def load_released_checkpoint(path: str, use_ema: bool = False) -> Dict[str, torch.Tensor]:
@@ -115,16 +109,7 @@ def load_released_checkpoint(path: str, use_ema: bool = False) -> Dict[str, torc
     BOAT-Swin ``.pth``: ``{'model': ...}``; BOAT-CSWin ``.pth.tar`` (timm): ``{'state_dict': ...,
     'state_dict_ema': ...}``; or a bare state dict. ``use_ema`` picks the EMA weights (error if absent).
     Loading is ``torch.load(weights_only=True)`` with an allow-list: a pickle payload is refused."""
-    if not osp.isfile(path):
-        raise FileNotFoundError(f'checkpoint not found: {path}')
-    try:
-        with safe_globals(RELEASED_CHECKPOINT_GLOBALS):
-            checkpoint = torch.load(path, map_location='cpu', weights_only=True)
-    except pickle.UnpicklingError as error:
-        raise pickle.UnpicklingError(f'refused to load {path}: it holds objects outside the allow-list of '
-                                     f'safe checkpoint contents ({error})') from None
-    except (RuntimeError, EOFError, OSError) as error:
-        raise ValueError(f'cannot read {path}: the file is damaged or not a PyTorch checkpoint ({error})') from None
+    checkpoint = load_checkpoint_file(path, extra_globals=RELEASED_CHECKPOINT_EXTRA_GLOBALS)
     if not isinstance(checkpoint, dict):
         raise ValueError(f'{path}: expected a dict, found {type(checkpoint).__name__}')
     if use_ema:
@@ -148,14 +133,5 @@ def convert_checkpoint(src: str, dst: str, use_ema: bool = False) -> Dict:
     converted = convert_boat_state_dict(state_dict)
     meta = dict(source=osp.basename(src), family=family, arch=arch, ema=use_ema,
                 converter='boat_mm.converters')
-    os.makedirs(osp.dirname(osp.abspath(dst)), exist_ok=True)
-    # Written next to the destination, then renamed: a crash never leaves a half-written file.
-    fd, tmp = tempfile.mkstemp(dir=osp.dirname(osp.abspath(dst)), suffix='.tmp')
-    os.close(fd)
-    try:
-        torch.save(dict(state_dict=converted, meta=meta), tmp)
-        os.replace(tmp, dst)
-    finally:
-        if osp.exists(tmp):
-            os.remove(tmp)
+    save_checkpoint_atomic(dict(state_dict=converted, meta=meta), dst)
     return dict(meta, num_tensors=len(converted), dropped=len(state_dict) - len(converted))

@@ -5,12 +5,15 @@ The config's ``default_scope`` (mmpretrain, mmdet or mmseg) decides which toolbo
 """
 import os
 import os.path as osp
+import sys
+from contextlib import contextmanager
 from typing import Iterator, List, Optional, Tuple
 
 import torch
 from mmengine.config import Config, ConfigDict, DictAction  # noqa: F401  (DictAction re-exported)
 
-__all__ = ['load_config', 'adapt_cfg_to_device', 'check_datasets', 'DatasetNotFoundError', 'build_runner']
+__all__ = ['load_config', 'adapt_cfg_to_device', 'check_datasets', 'DatasetNotFoundError', 'build_runner',
+           'missing_files_reported']
 
 # How to get the real data, per toolbox scope.
 _DATA_HELP = {
@@ -152,3 +155,15 @@ def prepare(cfg: Config, loaders) -> None:
         if int(os.environ.get('RANK', '0')) == 0:
             print(f'[boat_mm] {change}')
     check_datasets(cfg, loaders)
+
+
+@contextmanager
+def missing_files_reported():
+    """A file missing mid-run (an image or label map named by an annotation, a checkpoint) ends the run
+    with one line naming it, not a stack trace from deep inside a transform."""
+    try:
+        yield
+    except FileNotFoundError as error:
+        path = error.filename or str(error)
+        sys.exit(f'error: file not found: {path}\n  (named by the dataset annotations or the config; '
+                 'check the data root and the annotation files)')

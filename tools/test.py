@@ -10,7 +10,8 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
 
 import boat_mm  # noqa: E402,F401  (registers BOAT, applies compat fixes)
-from boat_mm.training import DatasetNotFoundError, DictAction, build_runner, load_config, prepare  # noqa: E402
+from boat_mm.training import (DatasetNotFoundError, DictAction, build_runner, load_config,  # noqa: E402
+                              missing_files_reported, prepare)
 
 
 def parse_args(argv=None):
@@ -36,8 +37,8 @@ def main(argv=None):
         prepare(cfg, loaders=('test_dataloader',))
     except DatasetNotFoundError as error:
         sys.exit(f'error: {error}')
-    metrics = build_runner(cfg).test()
-    return metrics
+    with missing_files_reported():
+        return build_runner(cfg).test()
 
 
 if __name__ == '__main__':

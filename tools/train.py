@@ -10,7 +10,8 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
 
 import boat_mm  # noqa: E402,F401  (registers BOAT, applies compat fixes)
-from boat_mm.training import DatasetNotFoundError, DictAction, build_runner, load_config, prepare  # noqa: E402
+from boat_mm.training import (DatasetNotFoundError, DictAction, build_runner, load_config,  # noqa: E402
+                              missing_files_reported, prepare)
 
 
 def parse_args(argv=None):
@@ -47,7 +48,8 @@ def main(argv=None):
         prepare(cfg, loaders=('train_dataloader', 'val_dataloader'))
     except DatasetNotFoundError as error:
         sys.exit(f'error: {error}')
-    build_runner(cfg).train()
+    with missing_files_reported():
+        build_runner(cfg).train()
 
 
 if __name__ == '__main__':

@@ -17,6 +17,7 @@ from typing import Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 import torch.utils.checkpoint as cp
 
 from ..registry import register_model
@@ -131,14 +132,20 @@ class BOATCSWinBlock(nn.Module):
 
 
 class ConvEmbed(nn.Module):
-    """Strided convolution + LayerNorm: the CSWin stem (7x7/4) and stage merges (3x3/2)."""
+    """Strided convolution + LayerNorm: the CSWin stem (7x7/4) and stage merges (3x3/2).
+
+    Inputs smaller than the kernel's reach are zero-padded at the bottom/right (a 1x1 image works)."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int, padding: int):
         super().__init__()
         self.proj = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding)
         self.norm = nn.LayerNorm(out_channels)
+        self.min_size = kernel_size - 2 * padding
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int]]:
+        short_h, short_w = max(0, self.min_size - x.shape[2]), max(0, self.min_size - x.shape[3])
+        if short_h or short_w:
+            x = F.pad(x, (0, short_w, 0, short_h))
         x = self.proj(x)
         return self.norm(x.flatten(2).transpose(1, 2)), tuple(x.shape[2:])
 
@@ -215,7 +222,8 @@ class BOATCSWinTransformer(BOATBackbone):
             start = sum(depths[:i])
             self.stages.append(BOATCSWinStage(
                 self.num_features[i - 1] if i else None, self.num_features[i], depths[i], num_heads[i],
-                split_sizes[i], last_stage=i == num_stages - 1, with_fsla=with_fsla, drop_paths=drop_paths[start:start + depths[i]],
+                split_sizes[i], last_stage=i == num_stages - 1, with_fsla=with_fsla,
+                drop_paths=drop_paths[start:start + depths[i]],
                 mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop=drop_rate, attn_drop=attn_drop_rate,
                 fsla_cfg=fsla_cfg, with_cp=with_cp))
         self._add_output_norms()

@@ -24,7 +24,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         summary = convert_checkpoint(args.src, args.dst, args.ema)
-    except (ValueError, FileNotFoundError, pickle.UnpicklingError) as error:
+    except (ValueError, FileNotFoundError, RuntimeError, pickle.UnpicklingError) as error:
         sys.exit(f'error: {error}')
     print(f"converted {summary['family']}-{summary['arch']}{' (EMA)' if summary['ema'] else ''}: "
           f"{summary['num_tensors']} tensors written to {args.dst}, {summary['dropped']} rebuilt buffers dropped")
