@@ -1,9 +1,8 @@
 """Timing helpers shared by the benchmark scripts (median of repeated runs, peak memory)."""
 import gc
-import resource
 import statistics
 import time
-from typing import Callable, Dict
+from typing import Callable
 
 import torch
 

@@ -12,7 +12,7 @@ from typing import Iterator, List, Optional, Tuple
 import torch
 from mmengine.config import Config, ConfigDict, DictAction  # noqa: F401  (DictAction re-exported)
 
-__all__ = ['load_config', 'adapt_cfg_to_device', 'check_datasets', 'DatasetNotFoundError', 'build_runner',
+__all__ = ['add_common_args', 'load_config', 'adapt_cfg_to_device', 'check_datasets', 'DatasetNotFoundError', 'build_runner',
            'missing_files_reported']
 
 # How to get the real data, per toolbox scope.
@@ -27,6 +27,21 @@ _DEMO_CONFIGS = {
     'mmdet': 'configs/demo/mask-rcnn_boat_swin_coco_demo.py',
     'mmseg': 'configs/demo/upernet_boat_cswin_ade20k_demo.py',
 }
+
+
+def add_common_args(parser) -> None:
+    """The options ``tools/train.py`` and ``tools/test.py`` share (mmengine's conventions)."""
+    parser.add_argument('--work-dir', help='where logs and checkpoints go (default work_dirs/<config>)')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config keys, k=v')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+
+
+def parse_common(parser, argv=None):
+    """Parse, and export LOCAL_RANK for launchers that pass it as an argument."""
+    args = parser.parse_args(argv)
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
 
 
 class DatasetNotFoundError(FileNotFoundError):

@@ -13,8 +13,8 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from boat_mm import BOATCSWinTransformer, BOATSwinTransformer
-from boat_mm.converters import (CSWIN, SWIN, convert_boat_state_dict, convert_checkpoint, detect_arch,
+from boat_mm import BOATSwinTransformer
+from boat_mm.converters import (CSWIN, convert_boat_state_dict, convert_checkpoint, detect_arch,
                                 load_released_checkpoint)
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))

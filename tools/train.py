@@ -10,23 +10,18 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
 
 import boat_mm  # noqa: E402,F401  (registers BOAT, applies compat fixes)
-from boat_mm.training import (DatasetNotFoundError, DictAction, build_runner, load_config,  # noqa: E402
-                              missing_files_reported, prepare)
+from boat_mm.training import (DatasetNotFoundError, add_common_args, build_runner, load_config,  # noqa: E402
+                              missing_files_reported, parse_common, prepare)
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='Train a model with a boat_mm config')
     parser.add_argument('config', help='config file path')
-    parser.add_argument('--work-dir', help='where logs and checkpoints go (default work_dirs/<config>)')
     parser.add_argument('--resume', nargs='?', type=str, const='auto',
                         help='resume from the given checkpoint, or from the latest one in the work dir')
     parser.add_argument('--amp', action='store_true', help='automatic mixed precision (needs a GPU)')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config keys, k=v')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args(argv)
-    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
-    return args
+    add_common_args(parser)
+    return parse_common(parser, argv)
 
 
 def main(argv=None):

@@ -1,14 +1,17 @@
 """What both BOAT backbones share: the OpenMMLab backbone contract around the stages."""
-from typing import Sequence, Tuple, Union
+from typing import Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
 from mmengine.model import BaseModule
 from mmengine.model.weight_init import trunc_normal_
 
-from .layers import NORM_LAYERS, freeze
+import torch.utils.checkpoint as cp
 
-__all__ = ['BOATBackbone']
+from .feature_space_attention import FeatureSpaceLocalAttention
+from .layers import NORM_LAYERS, DropPath, Mlp, freeze, tokens_to_nchw
+
+__all__ = ['BOATBackbone', 'BilateralBlock']
 
 # Std of the truncated-normal init of Linear weights, as in Swin/CSWin.
 LINEAR_INIT_STD = 0.02
@@ -47,9 +50,7 @@ class BOATBackbone(BaseModule):
 
     def _output(self, stage_index: int, x: torch.Tensor, hw_shape: Tuple[int, int]) -> torch.Tensor:
         """Stage output through its ``norm{i}``, as an NCHW map."""
-        b, _, c = x.shape
-        x = getattr(self, f'norm{stage_index}')(x)
-        return x.transpose(1, 2).reshape(b, c, *hw_shape).contiguous()
+        return tokens_to_nchw(getattr(self, f'norm{stage_index}')(x), hw_shape)
 
     def init_weights(self):
         if self.init_cfg is not None:
@@ -83,3 +84,32 @@ class BOATBackbone(BaseModule):
                 if isinstance(module, NORM_LAYERS):
                     module.eval()
         return self
+
+
+class BilateralBlock(nn.Module):
+    """What both BOAT blocks share around their image-space attention: the optional FSLA with its own
+    LayerNorm (``norm_fsla``), the MLP with ``norm2``, drop path, and gradient checkpointing.
+
+    Subclasses build their image-space attention, call ``_build_shared`` and implement ``_forward``."""
+
+    def _build_shared(self, embed_dims: int, num_heads: int, use_fsla: bool, fsla_cfg: Optional[dict],
+                      qkv_bias: bool, attn_drop: float, fsla_proj_drop: float, mlp_ratio: float, drop: float,
+                      drop_path: float, with_cp: bool) -> None:
+        self.with_cp = with_cp
+        if use_fsla:
+            self.norm_fsla = nn.LayerNorm(embed_dims)
+            self.fsla = FeatureSpaceLocalAttention(embed_dims, num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop,
+                                                   proj_drop=fsla_proj_drop, **(fsla_cfg or {}))
+        else:
+            self.fsla = None
+        self.drop_path = DropPath(drop_path)
+        self.norm2 = nn.LayerNorm(embed_dims)
+        self.mlp = Mlp(embed_dims, int(embed_dims * mlp_ratio), drop)
+
+    def _forward(self, x: torch.Tensor, hw_shape: Tuple[int, int]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor, hw_shape: Tuple[int, int]) -> torch.Tensor:
+        if self.with_cp and x.requires_grad:
+            return cp.checkpoint(self._forward, x, hw_shape, use_reentrant=False)
+        return self._forward(x, hw_shape)

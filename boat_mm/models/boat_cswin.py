@@ -18,13 +18,12 @@ from typing import Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import torch.utils.checkpoint as cp
 
 from ..registry import register_model
 from .feature_space_attention import (DEFAULT_CLUSTER_SIZE, DEFAULT_KMEANS_ITERS, DEFAULT_OVERLAP,
-                                      DEFAULT_TEMPERATURE, FeatureSpaceLocalAttention)
-from .base_backbone import BOATBackbone
-from .layers import DropPath, Mlp, pad_to_multiple, parse_arch, tokens_to_nchw
+                                      DEFAULT_TEMPERATURE)
+from .base_backbone import BilateralBlock, BOATBackbone
+from .layers import pad_to_multiple, parse_arch, tokens_to_nchw
 
 __all__ = ['BOATCSWinTransformer']
 
@@ -82,14 +81,13 @@ class StripeAttention(nn.Module):
         return out[:, :height, :width]
 
 
-class BOATCSWinBlock(nn.Module):
+class BOATCSWinBlock(BilateralBlock):
     """One BOAT-CSWin block: cross-shaped window attention, optional FSLA, MLP; pre-norm residuals."""
 
     def __init__(self, embed_dims: int, num_heads: int, split_size: int, last_stage: bool, use_fsla: bool,
                  mlp_ratio: float = 4.0, qkv_bias: bool = True, drop: float = 0.0, attn_drop: float = 0.0,
                  drop_path: float = 0.0, fsla_cfg: Optional[dict] = None, with_cp: bool = False):
         super().__init__()
-        self.with_cp = with_cp
         self.norm1 = nn.LayerNorm(embed_dims)
         self.qkv = nn.Linear(embed_dims, embed_dims * 3, bias=qkv_bias)
         if last_stage:
@@ -101,15 +99,9 @@ class BOATCSWinBlock(nn.Module):
                 StripeAttention(half_dims, half_heads, split_size, None, attn_drop)])  # horizontal stripes
         self.proj = nn.Linear(embed_dims, embed_dims)
         self.proj_drop = nn.Dropout(drop)
-        if use_fsla:
-            self.norm_fsla = nn.LayerNorm(embed_dims)
-            self.fsla = FeatureSpaceLocalAttention(embed_dims, num_heads, qkv_bias=qkv_bias,
-                                                   attn_drop=attn_drop, proj_drop=attn_drop, **(fsla_cfg or {}))
-        else:
-            self.fsla = None
-        self.drop_path = DropPath(drop_path)
-        self.norm2 = nn.LayerNorm(embed_dims)
-        self.mlp = Mlp(embed_dims, int(embed_dims * mlp_ratio), drop)
+        # As released, the FSLA output dropout of BOAT-CSWin uses the attention dropout rate.
+        self._build_shared(embed_dims, num_heads, use_fsla, fsla_cfg, qkv_bias, attn_drop, attn_drop, mlp_ratio,
+                           drop, drop_path, with_cp)
 
     def _cross_shaped_attention(self, x: torch.Tensor, hw_shape: Tuple[int, int]) -> torch.Tensor:
         b, n, c = x.shape
@@ -124,11 +116,6 @@ class BOATCSWinBlock(nn.Module):
         if self.fsla is not None:
             x = x + self.drop_path(self.fsla(self.norm_fsla(x), hw_shape))
         return x + self.drop_path(self.mlp(self.norm2(x)))
-
-    def forward(self, x: torch.Tensor, hw_shape: Tuple[int, int]) -> torch.Tensor:
-        if self.with_cp and x.requires_grad:
-            return cp.checkpoint(self._forward, x, hw_shape, use_reentrant=False)
-        return self._forward(x, hw_shape)
 
 
 class ConvEmbed(nn.Module):

@@ -20,13 +20,12 @@ from typing import Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import torch.utils.checkpoint as cp
 
 from ..registry import register_model
 from .feature_space_attention import (DEFAULT_CLUSTER_SIZE, DEFAULT_KMEANS_ITERS, DEFAULT_OVERLAP,
-                                      DEFAULT_TEMPERATURE, FeatureSpaceLocalAttention)
-from .base_backbone import BOATBackbone
-from .layers import DropPath, Mlp, pad_to_multiple, parse_arch
+                                      DEFAULT_TEMPERATURE)
+from .base_backbone import BilateralBlock, BOATBackbone
+from .layers import pad_to_multiple, parse_arch
 
 __all__ = ['BOATSwinTransformer']
 
@@ -121,7 +120,7 @@ class WindowMSA(nn.Module):
         return self.proj_drop(self.proj(x))
 
 
-class BOATSwinBlock(nn.Module):
+class BOATSwinBlock(BilateralBlock):
     """One BOAT-Swin block: (shifted) window attention, optional FSLA, MLP; pre-norm residuals."""
 
     def __init__(self, embed_dims: int, num_heads: int, window_size: int, shift: bool, use_fsla: bool,
@@ -130,18 +129,10 @@ class BOATSwinBlock(nn.Module):
         super().__init__()
         self.window_size = window_size
         self.shift_size = window_size // 2 if shift else 0
-        self.with_cp = with_cp
         self.norm1 = nn.LayerNorm(embed_dims)
         self.attn = WindowMSA(embed_dims, num_heads, window_size, qkv_bias, attn_drop, drop)
-        if use_fsla:
-            self.norm_fsla = nn.LayerNorm(embed_dims)
-            self.fsla = FeatureSpaceLocalAttention(embed_dims, num_heads, qkv_bias=qkv_bias,
-                                                   attn_drop=attn_drop, proj_drop=drop, **(fsla_cfg or {}))
-        else:
-            self.fsla = None
-        self.drop_path = DropPath(drop_path)
-        self.norm2 = nn.LayerNorm(embed_dims)
-        self.mlp = Mlp(embed_dims, int(embed_dims * mlp_ratio), drop)
+        self._build_shared(embed_dims, num_heads, use_fsla, fsla_cfg, qkv_bias, attn_drop, drop, mlp_ratio, drop,
+                           drop_path, with_cp)
 
     def _window_attention(self, x: torch.Tensor, hw_shape: Tuple[int, int]) -> torch.Tensor:
         height, width = hw_shape
@@ -165,11 +156,6 @@ class BOATSwinBlock(nn.Module):
         if self.fsla is not None:
             x = x + self.fsla(self.norm_fsla(x), hw_shape)
         return x + self.drop_path(self.mlp(self.norm2(x)))
-
-    def forward(self, x: torch.Tensor, hw_shape: Tuple[int, int]) -> torch.Tensor:
-        if self.with_cp and x.requires_grad:
-            return cp.checkpoint(self._forward, x, hw_shape, use_reentrant=False)
-        return self._forward(x, hw_shape)
 
 
 class PatchMerging(nn.Module):

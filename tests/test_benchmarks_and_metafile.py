@@ -1,0 +1,40 @@
+"""The benchmark scripts run and print their tables; metafile.yml points at real configs."""
+import os.path as osp
+import subprocess
+import sys
+
+import yaml
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+
+def run(args):
+    result = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def test_bench_fsla_prints_table_and_plot(tmp_path):
+    plot = tmp_path / 'fsla.png'
+    out = run(['benchmarks/bench_fsla.py', '--max-tokens', '12544', '--repeats', '1', '--plot', str(plot)])
+    assert '| 3136 |' in out and '| 12544 |' in out
+    assert 'forward time per token grows' in out and 'plain loop implementation' in out
+    assert plot.stat().st_size > 0
+
+
+def test_bench_backbones_prints_ratios():
+    out = run(['benchmarks/bench_backbones.py', '--sizes', '224', '--repeats', '1', '--backward'])
+    assert 'BOAT-Swin-T' in out and 'Swin-T (mmpretrain)' in out and 'BOAT-CSWin-T' in out
+    assert out.count('| 4x224x224 |') == 4  # two pairs, forward and forward+backward
+
+
+def test_metafile_lists_every_task_config():
+    meta = yaml.safe_load(open(osp.join(REPO, 'metafile.yml')))
+    configs = {m['Config'] for m in meta['Models']}
+    assert all(osp.isfile(osp.join(REPO, c)) for c in configs)
+    for family in ('swin', 'cswin'):
+        for size in ('', '-s', '-b'):
+            assert {f'configs/cls_boat_{family}{size}_imagenet.py', f'configs/upernet_boat_{family}{size}_ade20k.py',
+                    f'configs/mask-rcnn_boat_{family}{size}_coco_1x.py'} <= configs
+    params = {m['Name']: m['Metadata']['Parameters'] for m in meta['Models']}
+    assert params['cls_boat_swin_imagenet'] == 30_265_186 and params['cls_boat_cswin-b_imagenet'] == 89_628_712
