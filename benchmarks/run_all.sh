@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The whole benchmark suite in one command; tables to stdout, plot to benchmarks/fsla_scaling.png.
-#   bash benchmarks/run_all.sh            # CPU (fp32, bf16 autocast, torch.compile where it runs)
-#   DEVICE=cuda bash benchmarks/run_all.sh  # GPU: same tables with bf16 autocast (about 5 minutes)
+# The whole benchmark suite in one command; tables to stdout, plot to benchmarks/fsla_scaling*.png.
+#   bash benchmarks/run_all.sh              # CPU: fp32 (+ backward at 224/512), bf16 autocast, torch.compile
+#   DEVICE=cuda bash benchmarks/run_all.sh  # GPU: the same tables with bf16 autocast (about 5 minutes)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python}
@@ -13,6 +13,7 @@ if [ "$DEVICE" = cuda ]; then
     exit
 fi
 "$PYTHON" benchmarks/bench_fsla.py --plot benchmarks/fsla_scaling.png
-"$PYTHON" benchmarks/bench_backbones.py --backward --sizes 224 512 800x1216 896
-"$PYTHON" benchmarks/bench_backbones.py --dtype bf16 --sizes 224 512
-"$PYTHON" benchmarks/bench_backbones.py --compile --sizes 224 || echo "torch.compile variant did not run here"
+"$PYTHON" benchmarks/bench_backbones.py --sizes 224 512 800x1216 896
+"$PYTHON" benchmarks/bench_backbones.py --backward --sizes 224 512 --repeats 3
+"$PYTHON" benchmarks/bench_backbones.py --dtype bf16 --sizes 224 512 --repeats 3
+"$PYTHON" benchmarks/bench_backbones.py --compile --sizes 224 --repeats 3 || echo "torch.compile variant did not run here"
