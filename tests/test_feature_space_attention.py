@@ -179,3 +179,13 @@ def test_cache_chunked_deep_levels_give_identical_clusters(monkeypatch):
         chunked = balanced_hierarchical_clustering(q, plan)
         monkeypatch.undo()
         assert torch.equal(whole, chunked)
+
+
+def test_stable_argsort_matches_a_stable_sort_with_ties_and_signs():
+    from boat_mm.models.feature_space_attention import stable_argsort
+    torch.manual_seed(0)
+    keys = torch.randn(4, 3, 500).round(decimals=1)  # many ties
+    keys[0, 0, :5] = torch.tensor([float('inf'), -0.0, 0.0, -1e-30, 1e-30])
+    expected = torch.sort(keys, dim=-1, stable=True).indices
+    assert torch.equal(stable_argsort(keys), expected)
+    assert torch.equal(stable_argsort(keys.double()), expected)

@@ -30,6 +30,7 @@ DEFAULT_TEMPERATURE = 100.0
 # Floats of (raw, unit) queries processed at once in the deep clustering levels (~4 MB): small enough
 # to stay in a CPU's L2/L3 cache, large enough to keep kernel launches few.
 CACHE_CHUNK_ELEMENTS = 1 << 21
+NORMALIZE_EPS = 1e-12  # as torch.nn.functional.normalize
 
 
 class ClusterPlan(NamedTuple):
@@ -168,12 +169,29 @@ def _half_means(q: torch.Tensor, valid: Optional[torch.Tensor]) -> torch.Tensor:
     return means.transpose(-1, -2)
 
 
-def _split_levels(q: torch.Tensor, q_unit: torch.Tensor, perm: torch.Tensor, plan: ClusterPlan, first: int,
+def stable_argsort(keys: torch.Tensor) -> torch.Tensor:
+    """Indices that sort the last dim ascending, ties kept in current order (a stable sort).
+
+    For float32 keys, one unstable sort of unique int64 keys (order-preserving float bits, then the
+    position) gives exactly the stable order and is faster than a stable float sort on CPU."""
+    n = keys.shape[-1]
+    if keys.dtype != torch.float32 or torch.jit.is_tracing():  # (FLOP counters trace the model)
+        return torch.sort(keys, dim=-1, stable=True).indices
+    bits = (keys + 0.0).contiguous().view(torch.int32)  # + 0.0 turns -0.0 into 0.0: they tie, as in a sort
+    bits = bits ^ ((bits >> 31) & 0x7FFFFFFF)  # negative floats: reverse their order, as signed ints
+    composite = (bits.to(torch.int64) << 32) | torch.arange(n, device=keys.device)
+    return torch.sort(composite, dim=-1).values & 0xFFFFFFFF
+
+
+def _split_levels(q: torch.Tensor, inv_norm: torch.Tensor, perm: torch.Tensor, plan: ClusterPlan, first: int,
                   last: int, group0: int, num_groups: int, kmeans_iters: int,
                   temperature: float) -> torch.Tensor:
     """Run split levels ``first .. last - 1`` on ``num_groups`` consecutive groups (starting at group
-    ``group0`` of level ``first``) whose slots hold raw ``q`` and unit ``q_unit`` (BH, slots, d) and
-    ``perm`` (BH, slots); returns the reordered ``perm``."""
+    ``group0`` of level ``first``) whose slots hold raw ``q`` (BH, slots, d), ``inv_norm`` = 1 / |q|
+    (BH, slots) and ``perm`` (BH, slots); returns the reordered ``perm``.
+
+    Cosines are computed as (c . q) / |q|, as products c^T q^T: on CPU these wide, short products are
+    several times faster than q @ c with one or two columns."""
     bh, span, d = q.shape
     for level in range(first, last):
         scale = 1 << (level - first)
@@ -181,30 +199,32 @@ def _split_levels(q: torch.Tensor, q_unit: torch.Tensor, perm: torch.Tensor, pla
         valid = plan.level_valid[level][group0 * scale:(group0 + num_groups) * scale]
         layout = plan.level_layout[level][group0 * scale:(group0 + num_groups) * scale]
         n = span // groups
-        q_g, qu_g = q.view(bh, groups, n, d), q_unit.view(bh, groups, n, d)
-        real = valid.view(1, groups, n).to(q.dtype) if plan.has_padding else None
+        q_g = q.view(bh, groups, n, d)
+        q_t = q_g.transpose(-1, -2)
+        inv_g = inv_norm.view(bh, groups, 1, n)
+        real = valid.view(1, groups, 1, n).to(q.dtype) if plan.has_padding else None
         means = _half_means(q_g, valid if plan.has_padding else None)
         c0, c1 = F.normalize(means[..., 0], dim=-1), F.normalize(means[..., 1], dim=-1)
         for _ in range(kmeans_iters):
-            # Soft assignment softmax(T * [s0, s1]) is sigmoid(+-T * (s0 - s1)): one mat-vec, no softmax.
-            logit = temperature * (qu_g @ (c0 - c1).unsqueeze(-1)).squeeze(-1)
-            assign = torch.stack([torch.sigmoid(logit), torch.sigmoid(-logit)], dim=-2)  # (BH, G, 2, n)
+            # Soft assignment softmax(T * [s0, s1]) is sigmoid(+-T * (s0 - s1)): one product, no softmax.
+            logit = temperature * ((c0 - c1).unsqueeze(-2) @ q_t) * inv_g  # (BH, G, 1, n)
+            assign = torch.cat([torch.sigmoid(logit), torch.sigmoid(-logit)], dim=-2)  # (BH, G, 2, n)
             if real is not None:
-                assign = assign * real.unsqueeze(-2)
+                assign = assign * real
             sums = assign @ q_g  # (BH, G, 2, d): weighted sums of the raw q
             c0, c1 = F.normalize(sums[..., 0, :], dim=-1), F.normalize(sums[..., 1, :], dim=-1)
-        scores = qu_g @ torch.stack([c0, c1], dim=-1)
-        ratio = (scores[..., 0] + 1) / (scores[..., 1] + 1)
+        scores = (torch.stack([c0, c1], dim=-2) @ q_t) * inv_g  # (BH, G, 2, n)
+        ratio = (scores[..., 0, :] + 1) / (scores[..., 1, :] + 1)
         ratio = torch.nan_to_num(ratio, nan=math.inf)
         if plan.has_padding:
             ratio = ratio.masked_fill(~valid.unsqueeze(0), math.inf)
-        order = torch.sort(ratio, dim=-1, stable=True).indices
+        order = stable_argsort(ratio)
         if plan.has_padding:
             order = order.gather(-1, layout.unsqueeze(0).expand(bh, -1, -1))
         order = (order + torch.arange(groups, device=q.device).view(1, groups, 1) * n).view(bh, span)
         perm = perm.gather(-1, order)
         if level + 1 < last:
-            q, q_unit = take_rows(q, order), take_rows(q_unit, order)
+            q, inv_norm = take_rows(q, order), inv_norm.gather(-1, order)
     return perm
 
 
@@ -231,7 +251,8 @@ def balanced_hierarchical_clustering(q: torch.Tensor, plan: ClusterPlan,
     q = q.detach().float() if q.dtype in (torch.float16, torch.bfloat16) else q.detach()
     if rows < total:
         q = F.pad(q, (0, 0, 0, total - rows))
-    q_unit = F.normalize(q, dim=-1)
+    # 1 / max(|q|, eps), the factor F.normalize applies: cosines are (c . q) * inv_norm.
+    inv_norm = 1.0 / q.norm(dim=-1).clamp(min=NORMALIZE_EPS)
     perm = torch.arange(total, device=device).unsqueeze(0).repeat(bh, 1)
     # The first levels split big groups over the whole tensor; once the data no longer fits in the CPU
     # cache, each group's subtree is finished chunk by chunk (one row, a few groups, contiguous) so
@@ -242,10 +263,10 @@ def balanced_hierarchical_clustering(q: torch.Tensor, plan: ClusterPlan,
         while split_level < plan.num_levels and (total >> split_level) * d > CACHE_CHUNK_ELEMENTS:
             split_level += 1
     if split_level == plan.num_levels:
-        return _split_levels(q, q_unit, perm, plan, 0, split_level, 0, 1, kmeans_iters, temperature)
-    perm = _split_levels(q, q_unit, perm, plan, 0, split_level, 0, 1, kmeans_iters, temperature)
+        return _split_levels(q, inv_norm, perm, plan, 0, split_level, 0, 1, kmeans_iters, temperature)
+    perm = _split_levels(q, inv_norm, perm, plan, 0, split_level, 0, 1, kmeans_iters, temperature)
     if split_level:  # bring q into the order the first levels produced
-        q, q_unit = take_rows(q, perm), take_rows(q_unit, perm)
+        q, inv_norm = take_rows(q, perm), inv_norm.gather(-1, perm)
     group_slots = total >> split_level
     groups_per_chunk = max(1, CACHE_CHUNK_ELEMENTS // (group_slots * d))
     for row in range(bh):
@@ -253,18 +274,19 @@ def balanced_hierarchical_clustering(q: torch.Tensor, plan: ClusterPlan,
             count = min(groups_per_chunk, (1 << split_level) - g0)
             span = slice(g0 * group_slots, (g0 + count) * group_slots)
             rows = slice(row, row + 1)
-            perm[rows, span] = _split_levels(q[rows, span], q_unit[rows, span], perm[rows, span], plan,
+            perm[rows, span] = _split_levels(q[rows, span], inv_norm[rows, span], perm[rows, span], plan,
                                              split_level, plan.num_levels, g0, count, kmeans_iters, temperature)
     return perm
 
 
-def attend_within_clusters(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, perm: torch.Tensor,
-                           plan: ClusterPlan, scale: float, dropout_p: float = 0.0) -> torch.Tensor:
+def attend_within_clusters(qkv: torch.Tensor, perm: torch.Tensor, plan: ClusterPlan, scale: float,
+                           dropout_p: float = 0.0) -> torch.Tensor:
     """Attention of every query over its cluster's keys (own cluster + sibling overlap).
 
-    q, k, v: (B, h, N, d); perm: (B*h, M) from ``balanced_hierarchical_clustering``.
-    Returns (B, h, N, d) in the original token order."""
-    b, heads, num_tokens, d = q.shape
+    qkv: (B, N, 3, h, d), the qkv projection as it comes out of the Linear (each d-vector contiguous,
+    so rows are gathered straight from it, with no transposed copies); perm: (B*h, M) from
+    ``balanced_hierarchical_clustering``. Returns (B, N, h * d) in the original token order."""
+    b, num_tokens, _, heads, d = qkv.shape
     total, slots = plan.num_slots, plan.slots_per_cluster
     clusters = plan.num_clusters
     perm = perm.view(b, heads, total)
@@ -274,25 +296,31 @@ def attend_within_clusters(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pe
         gather_idx = perm.masked_fill(perm >= num_tokens, 0)
     else:
         gather_idx = perm
-    rows = b * heads
-    gather_idx = gather_idx.reshape(rows, total)
     key_count = plan.key_index.shape[1]
-    key_idx = gather_idx.index_select(1, plan.key_index.view(-1))
-    # 4-D (B, h * clusters, slots, d) so that every SDPA backend accepts it.
-    q_slots = take_rows(q.reshape(rows, num_tokens, d), gather_idx).view(b, heads * clusters, slots, d)
-    k_keys = take_rows(k.reshape(rows, num_tokens, d), key_idx).view(b, heads * clusters, key_count, d)
-    v_keys = take_rows(v.reshape(rows, num_tokens, d), key_idx).view(b, heads * clusters, key_count, d)
+    key_idx = gather_idx.index_select(2, plan.key_index.view(-1))
+    # Row of (image, token, q/k/v, head) in the flat (B * N * 3 * h, d) view of qkv.
+    rows = qkv.reshape(-1, d)
+    base = (torch.arange(b, device=qkv.device).view(b, 1, 1) * num_tokens * 3 * heads
+            + torch.arange(heads, device=qkv.device).view(1, heads, 1))
+
+    def take(token_idx, which, count):  # -> (B, h * clusters, count, d), 4-D for every SDPA backend
+        index = base + token_idx * (3 * heads) + which * heads
+        return rows.index_select(0, index.reshape(-1)).view(b, heads * clusters, count, d)
+
+    q_slots, k_keys, v_keys = take(gather_idx, 0, slots), take(key_idx, 1, key_count), take(key_idx, 2, key_count)
     mask = None
     if plan.has_padding:
         mask = plan.key_valid.view(1, 1, clusters, 1, key_count).expand(1, heads, -1, -1, -1)
         mask = mask.reshape(1, heads * clusters, 1, key_count)
     out = F.scaled_dot_product_attention(q_slots, k_keys, v_keys, attn_mask=mask, dropout_p=dropout_p,
                                          scale=scale)
-    out = out.view(b, heads, total, d)
-    # Back to token order: inverse permutation; pad slots (ids >= N) are simply never read.
+    # Back to token order, straight into (B, N, h, d): row (image, head, slot) of the output for every
+    # (image, token, head); pad slots (ids >= N) are simply never read.
     inverse = torch.empty_like(perm).scatter_(2, perm, torch.arange(total, device=perm.device).expand_as(perm))
-    return take_rows(out.reshape(rows, total, d), inverse[..., :num_tokens].reshape(rows, num_tokens)).view(
-        b, heads, num_tokens, d)
+    slot_of = inverse[..., :num_tokens].transpose(1, 2)  # (B, N, h)
+    out_rows = (torch.arange(b, device=qkv.device).view(b, 1, 1) * heads
+                + torch.arange(heads, device=qkv.device).view(1, 1, heads)) * total + slot_of
+    return out.reshape(-1, d).index_select(0, out_rows.reshape(-1)).view(b, num_tokens, heads * d)
 
 
 class FeatureSpaceLocalAttention(nn.Module):
@@ -358,18 +386,16 @@ class FeatureSpaceLocalAttention(nn.Module):
         height, width = hw_shape
         if num_tokens != height * width:
             raise ValueError(f'FSLA got {num_tokens} tokens for a {height}x{width} map')
-        qkv = self.qkv(x).view(b, num_tokens, 3, self.num_heads, self.head_dims).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)  # (B, h, N, d) each
+        qkv = self.qkv(x).view(b, num_tokens, 3, self.num_heads, self.head_dims)
+        q = qkv[:, :, 0].transpose(1, 2).reshape(b * self.num_heads, num_tokens, self.head_dims)
         plan = plan_clusters(num_tokens, self.cluster_size, self.overlap, x.device)
-        perm = balanced_hierarchical_clustering(q.reshape(b * self.num_heads, num_tokens, self.head_dims),
-                                                plan, self.kmeans_iters, self.temperature)
+        perm = balanced_hierarchical_clustering(q, plan, self.kmeans_iters, self.temperature)
         if self.record_clusters:
             self.last_clusters = dict(perm=perm.view(b, self.num_heads, -1).cpu(), hw_shape=(height, width),
                                       plan=plan_clusters(num_tokens, self.cluster_size, self.overlap),
                                       x=x.detach().float().cpu())
         dropout_p = self.attn_drop if self.training else 0.0
-        out = attend_within_clusters(q, k, v, perm, plan, self.scale, dropout_p)
-        out = out.transpose(1, 2).reshape(b, num_tokens, channels)
-        v_image = v.transpose(-1, -2).reshape(b, channels, height, width)
+        out = attend_within_clusters(qkv, perm, plan, self.scale, dropout_p)
+        v_image = qkv[:, :, 2].reshape(b, num_tokens, channels).transpose(1, 2).reshape(b, channels, height, width)
         out = out + self.lepe(v_image).flatten(2).transpose(1, 2)
         return self.proj_drop(self.proj(out))
