@@ -65,7 +65,7 @@ class StripeAttention(nn.Module):
             return t.permute(0, 1, 3, 5, 2, 4, 6).reshape(-1, heads, sh * sw, head_dims)
 
         v_stripes = v.view(b, padded_h // sh, sh, padded_w // sw, sw, c).permute(0, 1, 3, 5, 2, 4)
-        lepe = self.lepe(v_stripes.reshape(-1, c, sh, sw))
+        lepe = self.lepe(v_stripes.reshape(-1, c, sh, sw).contiguous())  # contiguous: the released conv path
         lepe = lepe.view(-1, heads, head_dims, sh * sw).transpose(-1, -2)
         attn = (stripes(q) * self.scale) @ stripes(k).transpose(-2, -1)
         if pad_h or pad_w:  # padding is < one stripe, so every stripe keeps a real key

@@ -396,6 +396,8 @@ class FeatureSpaceLocalAttention(nn.Module):
                                       x=x.detach().float().cpu())
         dropout_p = self.attn_drop if self.training else 0.0
         out = attend_within_clusters(qkv, perm, plan, self.scale, dropout_p)
-        v_image = qkv[:, :, 2].reshape(b, num_tokens, channels).transpose(1, 2).reshape(b, channels, height, width)
+        # Contiguous NCHW: the convolution then takes the same kernel path as the released code.
+        v_image = qkv[:, :, 2].reshape(b, num_tokens, channels).transpose(1, 2).reshape(
+            b, channels, height, width).contiguous()
         out = out + self.lepe(v_image).flatten(2).transpose(1, 2)
         return self.proj_drop(self.proj(out))
