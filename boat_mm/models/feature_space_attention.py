@@ -20,15 +20,16 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ['FeatureSpaceLocalAttention', 'ClusterPlan', 'plan_clusters', 'balanced_hierarchical_clustering']
+__all__ = ['FeatureSpaceLocalAttention', 'ClusterPlan', 'plan_clusters', 'balanced_hierarchical_clustering',
+           'attend_within_clusters', 'stable_argsort', 'take_rows']
 
 # Released hyper-parameters (BOAT-Swin and BOAT-CSWin alike).
 DEFAULT_CLUSTER_SIZE = 49
 DEFAULT_OVERLAP = 20
 DEFAULT_KMEANS_ITERS = 2
 DEFAULT_TEMPERATURE = 100.0
-# Floats of (raw, unit) queries processed at once in the deep clustering levels (~4 MB): small enough
-# to stay in a CPU's L2/L3 cache, large enough to keep kernel launches few.
+# Query floats (~8 MB) above which clustering is finished in chunks of this size: small enough to stay
+# in a CPU's last-level cache, large enough to keep kernel launches few.
 CACHE_CHUNK_ELEMENTS = 1 << 21
 NORMALIZE_EPS = 1e-12  # as torch.nn.functional.normalize
 
@@ -273,9 +274,9 @@ def balanced_hierarchical_clustering(q: torch.Tensor, plan: ClusterPlan,
         for g0 in range(0, 1 << split_level, groups_per_chunk):
             count = min(groups_per_chunk, (1 << split_level) - g0)
             span = slice(g0 * group_slots, (g0 + count) * group_slots)
-            rows = slice(row, row + 1)
-            perm[rows, span] = _split_levels(q[rows, span], inv_norm[rows, span], perm[rows, span], plan,
-                                             split_level, plan.num_levels, g0, count, kmeans_iters, temperature)
+            one = slice(row, row + 1)
+            perm[one, span] = _split_levels(q[one, span], inv_norm[one, span], perm[one, span], plan,
+                                            split_level, plan.num_levels, g0, count, kmeans_iters, temperature)
     return perm
 
 
