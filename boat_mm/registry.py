@@ -9,7 +9,7 @@ import importlib
 import importlib.util
 from typing import List, Type
 
-__all__ = ['TOOLBOX_SCOPES', 'register_model', 'installed_toolboxes']
+__all__ = ['TOOLBOX_SCOPES', 'register_model', 'installed_toolboxes', 'toolbox_models']
 
 TOOLBOX_SCOPES = ('mmpretrain', 'mmdet', 'mmseg')
 
@@ -19,12 +19,14 @@ def installed_toolboxes() -> List[str]:
     return [scope for scope in TOOLBOX_SCOPES if importlib.util.find_spec(scope) is not None]
 
 
+def toolbox_models(scope: str):
+    """The MODELS registry of toolbox ``scope`` ('mmpretrain', 'mmdet' or 'mmseg')."""
+    return importlib.import_module(f'{scope}.registry').MODELS
+
+
 def _model_registries():
     from mmengine.registry import MODELS as root_models
-    registries = [root_models]
-    for scope in installed_toolboxes():
-        registries.append(importlib.import_module(f'{scope}.registry').MODELS)
-    return registries
+    return [root_models] + [toolbox_models(scope) for scope in installed_toolboxes()]
 
 
 def register_model(cls: Type) -> Type:

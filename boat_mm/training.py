@@ -12,7 +12,7 @@ from typing import Iterator, List, Optional, Tuple
 import torch
 from mmengine.config import Config, ConfigDict, DictAction  # noqa: F401  (DictAction re-exported)
 
-__all__ = ['add_common_args', 'load_config', 'adapt_cfg_to_device', 'check_datasets', 'DatasetNotFoundError', 'build_runner',
+__all__ = ['add_common_args', 'build_model_without_weights', 'load_config', 'adapt_cfg_to_device', 'check_datasets', 'DatasetNotFoundError', 'build_runner',
            'missing_files_reported']
 
 # How to get the real data, per toolbox scope.
@@ -77,6 +77,22 @@ def _replace_sync_bn(node) -> int:
         for value in node:
             count += _replace_sync_bn(value)
     return count
+
+
+def build_model_without_weights(config: str):
+    """(cfg, model) for a single-process analysis tool: the config's toolbox scope, no backbone
+    ``init_cfg`` (the caller loads weights, if any), SyncBN as BN (no process group needed), eval mode."""
+    from mmengine.registry import init_default_scope
+
+    from .registry import toolbox_models
+    cfg = Config.fromfile(config)
+    scope = cfg.get('default_scope', 'mmpretrain')
+    init_default_scope(scope)
+    _replace_sync_bn(cfg.model)
+    cfg.model.get('backbone', {}).pop('init_cfg', None)
+    model = toolbox_models(scope).build(cfg.model)
+    model.eval()  # (some toolbox modules' train() returns None, so no chaining)
+    return cfg, model
 
 
 def adapt_cfg_to_device(cfg: Config) -> List[str]:

@@ -13,29 +13,21 @@ the cluster and sibling-overlap tokens of the patch under pixel (X, Y) and its a
 Works with random weights (no CHECKPOINT) and with converted released weights.
 """
 import argparse
-import importlib
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from mmengine.config import Config  # noqa: E402
-from mmengine.registry import init_default_scope  # noqa: E402
-
 import boat_mm  # noqa: E402,F401
+from boat_mm.training import build_model_without_weights  # noqa: E402
 from boat_mm.visualization import capture_clusters, draw_figure, fsla_blocks  # noqa: E402
 
 
 def build_model(config, checkpoint=None):
-    cfg = Config.fromfile(config)
-    scope = cfg.get('default_scope', 'mmpretrain')
-    init_default_scope(scope)
-    cfg.model.get('backbone', {}).pop('init_cfg', None)  # weights come from CHECKPOINT, if any
-    model = importlib.import_module(f'{scope}.registry').MODELS.build(cfg.model)
+    cfg, model = build_model_without_weights(config)  # weights come from CHECKPOINT, if any
     if checkpoint:
         from mmengine.runner import load_checkpoint
         load_checkpoint(model, checkpoint, map_location='cpu')
-    model.eval()
     return cfg, model
 
 

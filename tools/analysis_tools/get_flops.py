@@ -6,19 +6,16 @@ Default input: 224x224 (classification), 512x512 (segmentation), 800x1280 i.e. 1
 One multiply-add counts as one FLOP, as in the OpenMMLab model zoos.
 """
 import argparse
-import importlib
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 import torch  # noqa: E402
-from mmengine.config import Config  # noqa: E402
-from mmengine.registry import init_default_scope  # noqa: E402
 
 import boat_mm  # noqa: E402,F401
 from boat_mm.analysis import count_complexity  # noqa: E402
-from boat_mm.training import _replace_sync_bn  # noqa: E402
+from boat_mm.training import build_model_without_weights  # noqa: E402
 
 DEFAULT_SHAPES = {'mmpretrain': (224, 224), 'mmseg': (512, 512), 'mmdet': (800, 1280)}
 
@@ -31,12 +28,8 @@ def _det_samples(height, width):
 
 
 def complexity_of_config(config, shape=None):
-    cfg = Config.fromfile(config)
+    cfg, model = build_model_without_weights(config)  # counting needs no weights
     scope = cfg.get('default_scope', 'mmpretrain')
-    init_default_scope(scope)
-    _replace_sync_bn(cfg.model)
-    cfg.model.get('backbone', {}).pop('init_cfg', None)  # counting needs no weights
-    model = importlib.import_module(f'{scope}.registry').MODELS.build(cfg.model).eval()
     height, width = shape or DEFAULT_SHAPES[scope]
     samples = _det_samples(height, width) if scope == 'mmdet' else None
     stats = count_complexity(model, torch.zeros(1, 3, height, width), samples)
