@@ -1,23 +1,30 @@
 """FSLA module: forward and forward+backward time per token and peak memory against N.
 
     python benchmarks/bench_fsla.py [--device cpu|cuda] [--max-tokens 200704] [--plot out.png]
+                                    [--malloc-defaults] [--forward-only]
 
 Module: C=96, 3 heads (BOAT-Swin-T stage 1), batch 2, fp32. The plain loop implementation from the
 tests (a Python loop over clusters with explicit key sets) is timed at the smallest N as the baseline.
+On CPU the table uses the allocator policy of tools/train.py (freed memory kept, boat_mm.cpu_memory);
+the same run then measures the forward growth under glibc's defaults in a child process, for comparison.
 """
 import argparse
 import os
+import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
-from benchmarks.common import machine_description, markdown_table, peak_memory_mb, time_call  # noqa: E402
+from benchmarks.common import (configure_allocator, machine_description, markdown_table,  # noqa: E402
+                               peak_memory_mb, time_call)
 from boat_mm.models.feature_space_attention import FeatureSpaceLocalAttention  # noqa: E402
 
 TOKEN_COUNTS = (3136, 12544, 50176, 200704)  # 56^2, 112^2, 224^2, 448^2
 EMBED_DIMS, NUM_HEADS, BATCH = 96, 3, 2
+GROWTH_TARGET = (3136, 50176)  # the issue's per-token growth target is between these two counts
+MIN_SECONDS = 2.0  # by default, time every measurement for at least this long (median of the calls)
 
 
 def square(n):
@@ -25,7 +32,7 @@ def square(n):
     return side, n // side
 
 
-def bench(n, device, repeats):
+def bench(n, device, repeats, forward_only=False, min_seconds=MIN_SECONDS):
     torch.manual_seed(0)
     module = FeatureSpaceLocalAttention(EMBED_DIMS, NUM_HEADS).to(device)
     x = torch.randn(BATCH, n, EMBED_DIMS, device=device)
@@ -35,18 +42,38 @@ def bench(n, device, repeats):
         with torch.no_grad():
             module(x, hw)
 
+    tokens = BATCH * n
+    fwd = time_call(forward, repeats, device=device, min_seconds=min_seconds)
+    row = dict(N=n, fwd_ms=round(fwd * 1e3, 1), fwd_us_per_token=round(fwd / tokens * 1e6, 2))
+    if forward_only:
+        return row
     x_grad = x.clone().requires_grad_()
 
     def forward_backward():
         module(x_grad, hw).sum().backward()
 
-    fwd = time_call(forward, repeats, device=device)
-    fwd_bwd = time_call(forward_backward, max(1, repeats // 2), device=device)
+    fwd_bwd = time_call(forward_backward, max(1, repeats // 2), device=device, min_seconds=min_seconds)
     mem = peak_memory_mb(forward, device)
-    tokens = BATCH * n
-    return dict(N=n, fwd_ms=round(fwd * 1e3, 1), fwd_us_per_token=round(fwd / tokens * 1e6, 2),
-                fwd_bwd_ms=round(fwd_bwd * 1e3, 1), fwd_bwd_us_per_token=round(fwd_bwd / tokens * 1e6, 2),
-                peak_mem_MB=round(mem, 1), mem_KB_per_token=round(mem * 1024 / tokens, 2))
+    row.update(fwd_bwd_ms=round(fwd_bwd * 1e3, 1), fwd_bwd_us_per_token=round(fwd_bwd / tokens * 1e6, 2),
+               peak_mem_MB=round(mem, 1), mem_KB_per_token=round(mem * 1024 / tokens, 2))
+    return row
+
+
+def growth_line(rows, first, last):
+    per_token = {r['N']: r['fwd_us_per_token'] for r in rows}
+    if first not in per_token or last not in per_token:
+        return None
+    return (f'forward time per token grows {per_token[last] / per_token[first]:.2f}x from N={first} to '
+            f'N={last}')
+
+
+def growth_with_malloc_defaults(min_seconds):
+    """The growth line measured in a child process that keeps glibc's allocator defaults."""
+    command = [sys.executable, os.path.abspath(__file__), '--malloc-defaults', '--forward-only',
+               '--min-seconds', str(min_seconds), '--tokens', *map(str, GROWTH_TARGET)]
+    result = subprocess.run(command, capture_output=True, text=True)
+    lines = [line for line in result.stdout.splitlines() if line.startswith('forward time per token')]
+    return lines[0] + ' (glibc malloc defaults)' if lines else f'(malloc-defaults run failed: {result.stderr[-300:]})'
 
 
 def bench_plain_loop(n):
@@ -81,21 +108,32 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--device', default='cpu')
     parser.add_argument('--max-tokens', type=int, default=max(TOKEN_COUNTS))
+    parser.add_argument('--tokens', type=int, nargs='+', default=list(TOKEN_COUNTS), help='token counts N')
     parser.add_argument('--repeats', type=int, default=5)
+    parser.add_argument('--min-seconds', type=float, default=MIN_SECONDS,
+                        help='time each measurement for at least this long')
     parser.add_argument('--plot', help='write a PNG plot here')
+    parser.add_argument('--malloc-defaults', action='store_true',
+                        help="keep glibc's allocator defaults (no boat_mm.cpu_memory tuning)")
+    parser.add_argument('--forward-only', action='store_true', help='time the forward only')
     args = parser.parse_args(argv)
-    print(f'# FSLA, C={EMBED_DIMS}, {NUM_HEADS} heads, batch {BATCH}, fp32, {machine_description(args.device)}')
-    rows = [bench(n, args.device, args.repeats) for n in TOKEN_COUNTS if n <= args.max_tokens]
+    allocator = configure_allocator(args.device, args.malloc_defaults)
+    print(f'# FSLA, C={EMBED_DIMS}, {NUM_HEADS} heads, batch {BATCH}, fp32, {machine_description(args.device)}, '
+          f'{allocator}')
+    rows = [bench(n, args.device, args.repeats, args.forward_only, args.min_seconds)
+            for n in args.tokens if n <= args.max_tokens]
     print(markdown_table(rows, list(rows[0])))
     for r in rows[1:]:
-        print(f'forward time per token grows {r["fwd_us_per_token"] / rows[0]["fwd_us_per_token"]:.2f}x '
-              f'from N={rows[0]["N"]} to N={r["N"]}; memory per token {r["mem_KB_per_token"]} KB '
-              f'(vs {rows[0]["mem_KB_per_token"]} KB)')
-    if args.device == 'cpu':
+        line = growth_line(rows, rows[0]['N'], r['N'])
+        if not args.forward_only:
+            line += f'; memory per token {r["mem_KB_per_token"]} KB (vs {rows[0]["mem_KB_per_token"]} KB)'
+        print(line)
+    if args.device == 'cpu' and not args.malloc_defaults and not args.forward_only:
+        print(growth_with_malloc_defaults(args.min_seconds))
         loop = bench_plain_loop(TOKEN_COUNTS[0])
         print(f'plain loop implementation at N={loop["N"]}: {loop["fwd_ms"]} ms forward '
               f'({loop["fwd_ms"] / rows[0]["fwd_ms"]:.1f}x the module)')
-    if args.plot:
+    if args.plot and not args.forward_only:
         plot(rows, args.plot)
         print(f'plot written to {args.plot}')
     return rows

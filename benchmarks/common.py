@@ -1,20 +1,25 @@
 """Timing helpers shared by the benchmark scripts (median of repeated runs, peak memory)."""
 import gc
+import os
 import statistics
 import time
 from typing import Callable
 
 import torch
 
-__all__ = ['time_call', 'peak_memory_mb', 'machine_description', 'markdown_table']
+from boat_mm.cpu_memory import RETAIN_ENV, retain_freed_memory
+
+__all__ = ['time_call', 'peak_memory_mb', 'machine_description', 'markdown_table', 'configure_allocator']
 
 
-def time_call(fn: Callable[[], object], repeats: int = 5, warmup: int = 1, device: str = 'cpu') -> float:
-    """Median wall time of ``fn()`` in seconds."""
+def time_call(fn: Callable[[], object], repeats: int = 5, warmup: int = 1, device: str = 'cpu',
+              min_seconds: float = 0.0) -> float:
+    """Median wall time of ``fn()`` in seconds, over ``repeats`` calls or as many as fill ``min_seconds``
+    (short calls are noisy on a shared machine: more of them steady the median)."""
     for _ in range(warmup):
         fn()
     times = []
-    for _ in range(repeats):
+    while len(times) < repeats or sum(times) < min_seconds:
         if device == 'cuda':
             torch.cuda.synchronize()
         start = time.perf_counter()
@@ -41,6 +46,17 @@ def peak_memory_mb(fn: Callable[[], object], device: str = 'cpu') -> float:
         current += event.cpu_memory_usage
         peak = max(peak, current)
     return peak / 2 ** 20
+
+
+def configure_allocator(device: str, malloc_defaults: bool = False) -> str:
+    """CPU runs use the allocator policy of ``tools/train.py`` (``boat_mm.cpu_memory``: freed memory is
+    kept for reuse) unless ``malloc_defaults``; returns a description for the table header."""
+    if device != 'cpu':
+        return 'CUDA caching allocator'
+    if malloc_defaults:
+        os.environ[RETAIN_ENV] = '0'
+        return 'glibc malloc defaults'
+    return retain_freed_memory() or 'malloc defaults (no glibc tuning available)'
 
 
 def machine_description(device: str = 'cpu') -> str:

@@ -181,8 +181,15 @@ def build_runner(cfg: Config):
 
 
 def prepare(cfg: Config, loaders) -> None:
-    """Device adaptation and dataset checks, with what changed printed once (rank 0)."""
-    for change in adapt_cfg_to_device(cfg):
+    """Device adaptation (config, and on CPU-only machines the allocator: ``boat_mm.cpu_memory``) and
+    dataset checks, with what changed printed once (rank 0)."""
+    changes = adapt_cfg_to_device(cfg)
+    if not torch.cuda.is_available():
+        from .cpu_memory import RETAIN_ENV, retain_freed_memory
+        allocator = retain_freed_memory()
+        if allocator:
+            changes.append(f'{allocator}; {RETAIN_ENV}=0 to keep the defaults')
+    for change in changes:
         if int(os.environ.get('RANK', '0')) == 0:
             print(f'[boat_mm] {change}')
     check_datasets(cfg, loaders)

@@ -1,5 +1,7 @@
 """The benchmark scripts run and print their tables; metafile.yml points at real configs."""
 import os.path as osp
+import platform
+import re
 import subprocess
 import sys
 
@@ -16,9 +18,13 @@ def run(args):
 
 def test_bench_fsla_prints_table_and_plot(tmp_path):
     plot = tmp_path / 'fsla.png'
-    out = run(['benchmarks/bench_fsla.py', '--max-tokens', '12544', '--repeats', '1', '--plot', str(plot)])
+    out = run(['benchmarks/bench_fsla.py', '--max-tokens', '12544', '--repeats', '1', '--min-seconds', '0',
+               '--plot', str(plot)])
     assert '| 3136 |' in out and '| 12544 |' in out
     assert 'forward time per token grows' in out and 'plain loop implementation' in out
+    if platform.libc_ver()[0] == 'glibc':  # the comparison run under the allocator defaults
+        assert 'glibc malloc keeps freed memory' in out
+        assert re.search(r'grows [0-9.]+x from N=3136 to N=50176 \(glibc malloc defaults\)', out), out
     assert plot.stat().st_size > 0
 
 

@@ -28,9 +28,10 @@ DEFAULT_CLUSTER_SIZE = 49
 DEFAULT_OVERLAP = 20
 DEFAULT_KMEANS_ITERS = 2
 DEFAULT_TEMPERATURE = 100.0
-# Query floats (~8 MB) above which clustering is finished in chunks of this size: small enough to stay
-# in a CPU's last-level cache, large enough to keep kernel launches few.
-CACHE_CHUNK_ELEMENTS = 1 << 21
+# Query floats (16 MiB) above which clustering is finished in chunks of this size: small enough to stay
+# in a CPU's last-level cache (half of the 32 MiB L3 of the development machine), large enough to keep
+# kernel launches few (2**21 split N=12544, batch 2 into per-row chunks: 2.64 vs 1.98 us per token).
+CACHE_CHUNK_ELEMENTS = 1 << 22
 NORMALIZE_EPS = 1e-12  # as torch.nn.functional.normalize
 
 
