@@ -1,9 +1,10 @@
 """Whole backbones: BOAT-Swin-T against mmpretrain's Swin-T, BOAT-CSWin-T against itself with FSLA off.
 
     python benchmarks/bench_backbones.py [--device cpu|cuda] [--dtype fp32|bf16|fp16] [--compile]
-                                         [--sizes 224 512 800x1216 896] [--backward]
+                                         [--sizes 224 512 800x1216 896] [--backward] [--malloc-defaults]
 
-All ratios come from the same run. Batch 4 at 224, batch 1 at the larger sizes.
+All ratios come from the same run. Batch 4 at 224, batch 1 at the larger sizes. On CPU, freed memory
+is kept for reuse as in tools/train.py (boat_mm.cpu_memory) unless --malloc-defaults.
 """
 import argparse
 import os
@@ -14,7 +15,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
-from benchmarks.common import machine_description, markdown_table, time_call  # noqa: E402
+from benchmarks.common import configure_allocator, machine_description, markdown_table, time_call  # noqa: E402
 from boat_mm import BOATCSWinTransformer, BOATSwinTransformer  # noqa: E402
 
 DTYPES = {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
@@ -83,9 +84,12 @@ def main(argv=None):
     parser.add_argument('--sizes', nargs='+', default=['224', '512', '800x1216', '896'])
     parser.add_argument('--backward', action='store_true', help='also time forward+backward')
     parser.add_argument('--repeats', type=int, default=5)
+    parser.add_argument('--malloc-defaults', action='store_true',
+                        help="keep glibc's allocator defaults (no boat_mm.cpu_memory tuning)")
     args = parser.parse_args(argv)
+    allocator = configure_allocator(args.device, args.malloc_defaults)
     print(f'# backbones, {args.dtype}{" + torch.compile" if args.compile else ""}, '
-          f'{machine_description(args.device)}')
+          f'{machine_description(args.device)}, {allocator}')
     rows = run(args)
     print(markdown_table(rows, list(rows[0])))
     return rows

@@ -1,5 +1,7 @@
 """FSLA: the optimised module against a plain, obviously-correct loop implementation."""
 import math
+import os
+import os.path as osp
 
 import pytest
 import torch
@@ -8,8 +10,10 @@ import torch.nn.functional as F
 from boat_mm.models.feature_space_attention import (FeatureSpaceLocalAttention,
                                                     balanced_hierarchical_clustering, num_levels_for,
                                                     plan_clusters)
+from boat_mm.models.native_clustering import native_clustering_available
 
 CLUSTER_SIZE, OVERLAP, ITERS, TEMPERATURE = 49, 20, 2, 100.0
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 
 def plain_clusters(q, cluster_size=CLUSTER_SIZE, iters=ITERS, temperature=TEMPERATURE):
@@ -73,8 +77,13 @@ def _hw(n):
     return h, n // h
 
 
+@pytest.mark.parametrize('native', [True, False], ids=['native', 'torch'])
 @pytest.mark.parametrize('n_tokens', [49, 98, 196, 3136, 50, 333, 777, 1000, 3000])
-def test_fsla_matches_plain_loop(n_tokens):
+def test_fsla_matches_plain_loop(n_tokens, native, monkeypatch):
+    """Both clustering implementations (the fused CPU kernel and the torch one) against the loop."""
+    if native and not native_clustering_available(torch.zeros(1, dtype=torch.float64)):
+        pytest.skip('no C++ compiler for the fused clustering kernel')
+    monkeypatch.setenv('BOAT_MM_NATIVE', '1' if native else '0')
     torch.manual_seed(n_tokens)
     module = FeatureSpaceLocalAttention(embed_dims=24, num_heads=3).double().eval()
     x = torch.randn(3, n_tokens, 24, dtype=torch.float64)
@@ -174,9 +183,9 @@ def test_cache_chunked_deep_levels_give_identical_clusters(monkeypatch):
     for n_tokens in (3136, 3000):
         q = torch.randn(4, n_tokens, 16, dtype=torch.float64)
         plan = plan_clusters(n_tokens)
-        whole = balanced_hierarchical_clustering(q, plan)
+        whole = balanced_hierarchical_clustering(q, plan, use_native=False)
         monkeypatch.setattr(fsla, 'CACHE_CHUNK_ELEMENTS', 2000)  # forces split level > 0, many chunks
-        chunked = balanced_hierarchical_clustering(q, plan)
+        chunked = balanced_hierarchical_clustering(q, plan, use_native=False)
         monkeypatch.undo()
         assert torch.equal(whole, chunked)
 
@@ -189,3 +198,73 @@ def test_stable_argsort_matches_a_stable_sort_with_ties_and_signs():
     expected = torch.sort(keys, dim=-1, stable=True).indices
     assert torch.equal(stable_argsort(keys), expected)
     assert torch.equal(stable_argsort(keys.double()), expected)
+
+
+needs_native = pytest.mark.skipif(not native_clustering_available(torch.zeros(1)),
+                                  reason='no C++ compiler for the fused clustering kernel')
+
+
+def _clusters_and_borrowed(perm, plan):
+    """Per row: every leaf cluster's token set and the token set it borrows from its sibling (sorted),
+    which is all the attention depends on."""
+    slots = plan.slots_per_cluster
+    leaves = perm.view(perm.shape[0], plan.num_clusters, slots).sort(-1).values
+    borrowed = perm[:, plan.key_index[:, slots:].reshape(-1)].view(perm.shape[0], plan.num_clusters, -1)
+    return leaves, borrowed.sort(-1).values
+
+
+@needs_native
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
+@pytest.mark.parametrize('n_tokens', [49, 50, 98, 333, 1000, 3000, 3136, 5000])
+def test_native_kernel_gives_the_torch_clusters(n_tokens, dtype):
+    torch.manual_seed(n_tokens)
+    q = torch.randn(5, n_tokens, 24, dtype=dtype)
+    plan = plan_clusters(n_tokens)
+    native = balanced_hierarchical_clustering(q, plan, use_native=True)
+    reference = balanced_hierarchical_clustering(q, plan, use_native=False)
+    for got, expected in zip(_clusters_and_borrowed(native, plan), _clusters_and_borrowed(reference, plan)):
+        assert torch.equal(got, expected)
+
+
+@needs_native
+@pytest.mark.parametrize('n_tokens', [3136, 1000])
+def test_native_kernel_breaks_exact_ties_by_token_index(n_tokens):
+    """Identical queries tie at every level; the stable order then keeps raster order, so the leaves
+    are consecutive runs of tokens. (The torch implementation cannot promise this: a batched matmul
+    may round identical columns differently depending on their position.)"""
+    q = torch.randn(1, 1, 16).expand(3, n_tokens, 16).contiguous()
+    plan = plan_clusters(n_tokens)
+    perm = balanced_hierarchical_clustering(q, plan, use_native=True)
+    leaves, _ = _clusters_and_borrowed(perm, plan)
+    slots = plan.slots_per_cluster
+    expected = torch.arange(plan.num_slots).view(plan.num_clusters, slots)
+    if plan.has_padding:  # pads (ids >= N) go last in each group; compare the real tokens' runs
+        real = leaves[0][leaves[0] < n_tokens]
+        assert torch.equal(real, torch.arange(n_tokens))
+    else:
+        assert torch.equal(leaves[0], expected)
+    assert torch.equal(leaves[0], leaves[2])
+
+
+def test_native_kernel_can_be_switched_off(monkeypatch):
+    monkeypatch.setenv('BOAT_MM_NATIVE', '0')
+    assert not native_clustering_available(torch.zeros(1))
+
+
+def test_unbuildable_native_kernel_falls_back_with_a_warning(tmp_path):
+    """No working compiler: one warning, and FSLA still runs (torch clustering)."""
+    import subprocess
+    import sys
+    script = (
+        'import sys, warnings, torch\n'
+        f'sys.path.insert(0, {REPO!r})\n'
+        'from boat_mm.models.feature_space_attention import FeatureSpaceLocalAttention\n'
+        'with warnings.catch_warnings(record=True) as caught:\n'
+        '    warnings.simplefilter("always")\n'
+        '    out = FeatureSpaceLocalAttention(16, 2)(torch.randn(1, 196, 16), (14, 14))\n'
+        'print(tuple(out.shape), [str(w.message)[:60] for w in caught])\n')
+    env = dict(os.environ, CXX='/bin/false', BOAT_MM_CACHE=str(tmp_path), BOAT_MM_NATIVE='1')
+    result = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert '(1, 196, 16)' in result.stdout
+    assert 'fused CPU clustering kernel could not be built' in result.stdout

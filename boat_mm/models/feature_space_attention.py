@@ -20,6 +20,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .native_clustering import cluster_native, native_clustering_available
+
 __all__ = ['FeatureSpaceLocalAttention', 'ClusterPlan', 'plan_clusters', 'balanced_hierarchical_clustering',
            'attend_within_clusters', 'stable_argsort', 'take_rows']
 
@@ -233,8 +235,13 @@ def _split_levels(q: torch.Tensor, inv_norm: torch.Tensor, perm: torch.Tensor, p
 @torch.no_grad()
 def balanced_hierarchical_clustering(q: torch.Tensor, plan: ClusterPlan,
                                      kmeans_iters: int = DEFAULT_KMEANS_ITERS,
-                                     temperature: float = DEFAULT_TEMPERATURE) -> torch.Tensor:
+                                     temperature: float = DEFAULT_TEMPERATURE,
+                                     use_native: bool = True) -> torch.Tensor:
     """Cluster the queries of every (image, head) row; no gradient flows through the assignment.
+
+    On CPU (float32/float64) this runs the fused kernel of ``native_clustering`` when it can be built
+    (``use_native=False`` or ``BOAT_MM_NATIVE=0``: always the torch implementation below); both give
+    the same clusters, up to floating-point summation order.
 
     Args:
         q: (BH, N, d) queries, one row per image and head; or (BH, M, d) already padded to the plan's
@@ -253,6 +260,9 @@ def balanced_hierarchical_clustering(q: torch.Tensor, plan: ClusterPlan,
     q = q.detach().float() if q.dtype in (torch.float16, torch.bfloat16) else q.detach()
     if rows < total:
         q = F.pad(q, (0, 0, 0, total - rows))
+    if use_native and native_clustering_available(q):
+        return cluster_native(q, plan.num_levels, total - plan.num_tokens, plan.overlap, kmeans_iters,
+                              temperature, NORMALIZE_EPS)
     # 1 / max(|q|, eps), the factor F.normalize applies: cosines are (c . q) * inv_norm.
     inv_norm = 1.0 / q.norm(dim=-1).clamp(min=NORMALIZE_EPS)
     perm = torch.arange(total, device=device).unsqueeze(0).repeat(bh, 1)

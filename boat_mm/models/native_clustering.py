@@ -1,0 +1,127 @@
+"""The fused CPU clustering kernel (``csrc/hierarchical_clustering.cpp``): built on first use, cached.
+
+The kernel is plain C++ (no torch headers), so it compiles in seconds with the system ``g++`` and is
+called through ctypes. It is built once per source version, compiler and CPU into
+``$BOAT_MM_CACHE`` (default ``~/.cache/boat_mm``)``/native/``, published by an atomic rename, so
+concurrent processes (``dist_train.sh``) never see half a library. Where it cannot be built (no
+compiler, not Linux/macOS) or ``BOAT_MM_NATIVE=0`` is set, FSLA uses its torch implementation, which
+computes the same clusters (on GPU it always does).
+"""
+import ctypes
+import hashlib
+import os
+import os.path as osp
+import platform
+import shutil
+import subprocess
+import tempfile
+import warnings
+from typing import Optional
+
+import torch
+
+__all__ = ['native_clustering_available', 'cluster_native', 'NATIVE_ENV']
+
+NATIVE_ENV = 'BOAT_MM_NATIVE'
+SOURCE = osp.join(osp.dirname(osp.abspath(__file__)), 'csrc', 'hierarchical_clustering.cpp')
+COMPILE_FLAGS = ('-O3', '-march=native', '-std=c++17', '-shared', '-fPIC', '-fopenmp')
+_COMPILE_TIMEOUT_S = 300
+
+_library = None
+_load_failed = False
+
+
+def _requested() -> bool:
+    return os.environ.get(NATIVE_ENV, '1').strip().lower() not in ('0', 'false', 'no', 'off')
+
+
+def _cpu_identity() -> str:
+    """What -march=native depends on: the CPU model and flags (a shared home directory may be used by
+    machines with different CPUs)."""
+    try:
+        with open('/proc/cpuinfo') as f:
+            lines = [line for line in f if line.startswith(('model name', 'flags'))][:2]
+        return ''.join(lines)
+    except OSError:
+        return platform.processor() or platform.machine()
+
+
+def _library_path(compiler: str) -> str:
+    version = subprocess.run([compiler, '--version'], capture_output=True, text=True).stdout
+    digest = hashlib.sha256()
+    for part in (open(SOURCE, 'rb').read(), version.encode(), ' '.join(COMPILE_FLAGS).encode(),
+                 _cpu_identity().encode()):
+        digest.update(part)
+    cache = os.environ.get('BOAT_MM_CACHE', osp.join(osp.expanduser('~'), '.cache', 'boat_mm'))
+    return osp.join(cache, 'native', f'hierarchical_clustering-{digest.hexdigest()[:16]}.so')
+
+
+def _build(compiler: str, target: str) -> None:
+    os.makedirs(osp.dirname(target), exist_ok=True)
+    fd, partial = tempfile.mkstemp(suffix='.so.partial', dir=osp.dirname(target))
+    os.close(fd)
+    try:
+        result = subprocess.run([compiler, *COMPILE_FLAGS, SOURCE, '-o', partial], capture_output=True,
+                                text=True, timeout=_COMPILE_TIMEOUT_S)
+        if result.returncode != 0:
+            raise RuntimeError(result.stderr[-2000:])
+        os.replace(partial, target)
+    finally:
+        if osp.exists(partial):
+            os.remove(partial)
+
+
+def _load():
+    global _library, _load_failed
+    if _library is not None or _load_failed:
+        return _library
+    compiler = os.environ.get('CXX') or shutil.which('g++') or shutil.which('c++')
+    if compiler is None or platform.system() not in ('Linux', 'Darwin'):
+        _load_failed = True
+        return None
+    try:
+        target = _library_path(compiler)
+        if not osp.exists(target):
+            _build(compiler, target)
+        library = ctypes.CDLL(target)
+    except (OSError, RuntimeError, subprocess.SubprocessError) as error:
+        warnings.warn(f'boat_mm: the fused CPU clustering kernel could not be built ({error}); FSLA uses '
+                      f'its torch implementation (same clusters, slower). Set {NATIVE_ENV}=0 to silence.')
+        _load_failed = True
+        return None
+    pointer, i64, f64 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double
+    for name in ('boat_cluster_f32', 'boat_cluster_f64'):
+        function = getattr(library, name)
+        function.argtypes = [pointer, i64, i64, i64, i64, i64, i64, i64, f64, f64, pointer, pointer, i64]
+        function.restype = ctypes.c_int
+    _library = library
+    return _library
+
+
+def native_clustering_available(q: torch.Tensor) -> bool:
+    """True when ``q`` can be clustered by the fused kernel: a CPU float32/float64 tensor, not traced,
+    the kernel enabled and buildable."""
+    if q.device.type != 'cpu' or q.dtype not in (torch.float32, torch.float64) or torch.jit.is_tracing():
+        return False
+    return _requested() and _load() is not None
+
+
+def cluster_native(q: torch.Tensor, num_levels: int, num_pads: int, overlap: int, kmeans_iters: int,
+                   temperature: float, eps: float) -> torch.Tensor:
+    """Cluster q (rows, slots, d), already padded to the plan's slots (pads at the end); returns perm
+    (rows, slots): the same clusters as ``balanced_hierarchical_clustering``'s torch implementation,
+    with each leaf's ``overlap`` tokens nearest the split point where the plan's key_index takes them
+    (the rest of a leaf unordered). q is not modified."""
+    library = _load()
+    rows, slots, dims = q.shape
+    work = torch.empty(rows, slots, dims, dtype=q.dtype).copy_(q.detach())  # reordered in place
+    inv_norm = torch.empty(rows, slots, dtype=q.dtype)
+    perm = torch.empty(rows, slots, dtype=torch.int64)
+    function = library.boat_cluster_f32 if q.dtype == torch.float32 else library.boat_cluster_f64
+    status = function(work.data_ptr(), rows, slots, dims, num_levels, num_pads, kmeans_iters, overlap,
+                      float(temperature), float(eps), inv_norm.data_ptr(), perm.data_ptr(),
+                      torch.get_num_threads())
+    if status != 0:
+        raise ValueError(f'clustering kernel rejected its arguments (code {status}): q {tuple(q.shape)}, '
+                         f'levels {num_levels}, pads {num_pads}')
+    return perm
