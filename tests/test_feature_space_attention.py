@@ -268,3 +268,15 @@ def test_unbuildable_native_kernel_falls_back_with_a_warning(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert '(1, 196, 16)' in result.stdout
     assert 'fused CPU clustering kernel could not be built' in result.stdout
+
+
+@needs_native
+def test_torch_compile_runs_the_native_kernel_eagerly():
+    """Under torch.compile the ctypes call must see real tensors (it crashed the process when traced)."""
+    torch.manual_seed(0)
+    module = FeatureSpaceLocalAttention(32, 2).eval()
+    x = torch.randn(2, 196, 32)
+    with torch.no_grad():
+        eager = module(x, (14, 14))
+        compiled = torch.compile(module)(x, (14, 14))
+    torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-4)

@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .native_clustering import cluster_native, native_clustering_available
+from .native_clustering import cluster_native
 
 __all__ = ['FeatureSpaceLocalAttention', 'ClusterPlan', 'plan_clusters', 'balanced_hierarchical_clustering',
            'attend_within_clusters', 'stable_argsort', 'take_rows']
@@ -260,9 +260,11 @@ def balanced_hierarchical_clustering(q: torch.Tensor, plan: ClusterPlan,
     q = q.detach().float() if q.dtype in (torch.float16, torch.bfloat16) else q.detach()
     if rows < total:
         q = F.pad(q, (0, 0, 0, total - rows))
-    if use_native and native_clustering_available(q):
-        return cluster_native(q, plan.num_levels, total - plan.num_tokens, plan.overlap, kmeans_iters,
+    if use_native and q.device.type == 'cpu':
+        perm = cluster_native(q, plan.num_levels, total - plan.num_tokens, plan.overlap, kmeans_iters,
                               temperature, NORMALIZE_EPS)
+        if perm is not None:
+            return perm
     # 1 / max(|q|, eps), the factor F.normalize applies: cosines are (c . q) * inv_norm.
     inv_norm = 1.0 / q.norm(dim=-1).clamp(min=NORMALIZE_EPS)
     perm = torch.arange(total, device=device).unsqueeze(0).repeat(bh, 1)

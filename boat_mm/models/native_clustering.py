@@ -106,12 +106,23 @@ def native_clustering_available(q: torch.Tensor) -> bool:
     return _requested() and _load() is not None
 
 
+def _eager_only(function):
+    """torch.compile must not trace into the ctypes call (under tracing a tensor's data_ptr is not its
+    real memory): run the function eagerly, as a graph break."""
+    disable = getattr(getattr(torch, 'compiler', None), 'disable', None)
+    return disable(function) if disable is not None else function
+
+
+@_eager_only
 def cluster_native(q: torch.Tensor, num_levels: int, num_pads: int, overlap: int, kmeans_iters: int,
-                   temperature: float, eps: float) -> torch.Tensor:
+                   temperature: float, eps: float) -> Optional[torch.Tensor]:
     """Cluster q (rows, slots, d), already padded to the plan's slots (pads at the end); returns perm
     (rows, slots): the same clusters as ``balanced_hierarchical_clustering``'s torch implementation,
     with each leaf's ``overlap`` tokens nearest the split point where the plan's key_index takes them
-    (the rest of a leaf unordered). q is not modified."""
+    (the rest of a leaf unordered). Returns None where the kernel cannot run (see
+    ``native_clustering_available``). q is not modified."""
+    if not native_clustering_available(q):
+        return None
     library = _load()
     rows, slots, dims = q.shape
     work = torch.empty(rows, slots, dims, dtype=q.dtype).copy_(q.detach())  # reordered in place
