@@ -47,6 +47,8 @@ def run(args):
         model.eval()  # (some toolbox backbones' train() returns None, so no chaining)
     if args.compile:
         built = {name: torch.compile(model) for name, model in built.items()}
+    # torch.compile recompiles on the first calls with a new input size: keep those out of the timing.
+    warmup = 2 if args.compile else 1
     rows = []
     for size_text in args.sizes:
         height, width = parse_size(size_text)
@@ -57,7 +59,8 @@ def run(args):
             def forward(model=model):
                 with torch.no_grad(), autocast:
                     model(x)
-            times[name, 'fwd'] = time_call(forward, args.repeats, device=device)
+            times[name, 'fwd'] = time_call(forward, args.repeats, warmup=warmup, device=device,
+                                           min_seconds=args.min_seconds)
             if args.backward:
                 model.train()
 
@@ -65,7 +68,8 @@ def run(args):
                     with autocast:
                         outs = model(x)
                     sum(o.float().mean() for o in outs).backward()
-                times[name, 'fwd+bwd'] = time_call(forward_backward, max(1, args.repeats // 2), device=device)
+                times[name, 'fwd+bwd'] = time_call(forward_backward, max(1, args.repeats // 2), warmup=warmup,
+                                                   device=device, min_seconds=args.min_seconds)
                 model.eval()
         for boat, base in PAIRS:
             for mode in ('fwd', 'fwd+bwd') if args.backward else ('fwd',):
@@ -84,6 +88,8 @@ def main(argv=None):
     parser.add_argument('--sizes', nargs='+', default=['224', '512', '800x1216', '896'])
     parser.add_argument('--backward', action='store_true', help='also time forward+backward')
     parser.add_argument('--repeats', type=int, default=5)
+    parser.add_argument('--min-seconds', type=float, default=2.0,
+                        help='time each model for at least this long (median of the calls)')
     parser.add_argument('--malloc-defaults', action='store_true',
                         help="keep glibc's allocator defaults (no boat_mm.cpu_memory tuning)")
     args = parser.parse_args(argv)

@@ -29,7 +29,8 @@ def test_bench_fsla_prints_table_and_plot(tmp_path):
 
 
 def test_bench_backbones_prints_ratios():
-    out = run(['benchmarks/bench_backbones.py', '--sizes', '224', '--repeats', '1', '--backward'])
+    out = run(['benchmarks/bench_backbones.py', '--sizes', '224', '--repeats', '1', '--min-seconds', '0',
+               '--backward'])
     assert 'BOAT-Swin-T' in out and 'Swin-T (mmpretrain)' in out and 'BOAT-CSWin-T' in out
     assert out.count('| 4x224x224 |') == 4  # two pairs, forward and forward+backward
 

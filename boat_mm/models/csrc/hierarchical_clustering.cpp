@@ -29,6 +29,7 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <vector>
 
 namespace {
@@ -55,9 +56,6 @@ inline void normalize(T* v, int64_t d, T eps) {  // as torch.nn.functional.norma
 }
 
 template <typename T>
-inline T sigmoid(T x) { return T(1) / (T(1) + std::exp(-x)); }
-
-template <typename T>
 struct Row {
   // One (image, head) row, reordered in place split by split: q (slots x d), its 1/|q|, the slot ->
   // token map, and every slot's ratios at the levels so far (slots x levels).
@@ -67,15 +65,25 @@ struct Row {
   T* history;
 };
 
+// A slot of the group being split with its ratio at this level (compared inline; the ratio history is
+// only read on an exact tie).
+template <typename T>
+struct RankedSlot {
+  T ratio;
+  uint32_t slot;
+};
+
+// Per-thread scratch, sized for the largest group a thread splits (left uninitialised: always written
+// before it is read).
 template <typename T>
 struct Workspace {
-  std::vector<T> q, inv_norm, history;
-  std::vector<int64_t> perm;
-  std::vector<uint32_t> order;  // slots of the group being split, partitioned by rank
+  std::unique_ptr<T[]> q, inv_norm, history;
+  std::unique_ptr<int64_t[]> perm;
+  std::unique_ptr<RankedSlot<T>[]> order;  // the group being split, partitioned by rank
   std::vector<T> c0, c1, diff, s0, s1;
   void reserve(int64_t slots, int64_t d, int64_t levels) {
-    q.resize(slots * d); inv_norm.resize(slots); perm.resize(slots); order.resize(slots);
-    history.resize(slots * std::max<int64_t>(levels, 1));
+    q.reset(new T[slots * d]); inv_norm.reset(new T[slots]); perm.reset(new int64_t[slots]);
+    order.reset(new RankedSlot<T>[slots]); history.reset(new T[slots * std::max<int64_t>(levels, 1)]);
     c0.resize(d); c1.resize(d); diff.resize(d); s0.resize(d); s1.resize(d);
   }
 };
@@ -85,23 +93,26 @@ struct Clustering {
   int64_t d, levels, iters, overlap;
   T temperature, eps;
 
-  // Strict order of two slots of a group at `level`: ratio at this level, then at each earlier level
-  // (the order the group was in), then the token index (raster order, the order before any split).
+  using Entry = RankedSlot<T>;
+
+  // Strict order at `level`: ratio at this level, then at each earlier level (the order the group was
+  // in), then the token index (raster order, the order before any split).
   struct RankLess {
     const T* history;
     const int64_t* perm;
     int64_t levels, level;
-    bool operator()(uint32_t a, uint32_t b) const {
-      for (int64_t l = level; l >= 0; --l) {
-        const T ra = history[a * levels + l], rb = history[b * levels + l];
+    bool operator()(const Entry& a, const Entry& b) const {
+      if (a.ratio != b.ratio) return a.ratio < b.ratio;
+      for (int64_t l = level - 1; l >= 0; --l) {
+        const T ra = history[a.slot * levels + l], rb = history[b.slot * levels + l];
         if (ra != rb) return ra < rb;
       }
-      return perm[a] < perm[b];
+      return perm[a.slot] < perm[b.slot];
     }
   };
 
   // Put the `k` lowest-ranked of order[first, last) in front (no-op when the cut is at an end).
-  static void partition_at(uint32_t* order, int64_t first, int64_t k, int64_t last, const RankLess& less) {
+  static void partition_at(Entry* order, int64_t first, int64_t k, int64_t last, const RankLess& less) {
     if (k > first && k < last) std::nth_element(order + first, order + k, order + last, less);
   }
 
@@ -132,7 +143,10 @@ struct Clustering {
       for (int64_t i = 0; i < real; ++i) {
         const T* qi = q + i * d;
         const T logit = temperature * dot(diff, qi, d) * inv[i];
-        const T a0 = sigmoid(logit), a1 = sigmoid(-logit);
+        // sigmoid(x) and sigmoid(-x) from one exp of -|x| (never overflows).
+        const T e = std::exp(-std::fabs(logit)), high = T(1) / (T(1) + e), low = e * high;
+        const bool positive = logit >= T(0);
+        const T a0 = positive ? high : low, a1 = positive ? low : high;
         for (int64_t k = 0; k < d; ++k) { s0[k] += a0 * qi[k]; s1[k] += a1 * qi[k]; }
       }
       std::copy(s0, s0 + d, c0); std::copy(s1, s1 + d, c1);
@@ -140,13 +154,14 @@ struct Clustering {
     }
 
     T* history = row.history + lo * levels;
+    Entry* order = ws.order.get();
     for (int64_t i = 0; i < real; ++i) {
       const T* qi = q + i * d;
       T r = (dot(c0, qi, d) * inv[i] + T(1)) / (dot(c1, qi, d) * inv[i] + T(1));
-      history[i * levels + level] = std::isnan(r) ? std::numeric_limits<T>::infinity() : r;
+      r = std::isnan(r) ? std::numeric_limits<T>::infinity() : r;
+      history[i * levels + level] = r;
+      order[i] = Entry{r, static_cast<uint32_t>(i)};
     }
-    uint32_t* order = ws.order.data();
-    for (int64_t i = 0; i < real; ++i) order[i] = static_cast<uint32_t>(i);
     const RankLess less{history, row.perm + lo, levels, level};
     const int64_t real_b = real - real_a;
     partition_at(order, 0, real_a, real, less);  // child A | child B
@@ -161,17 +176,17 @@ struct Clustering {
 
     // New layout: A's real tokens, A's pads, B's real tokens, B's pads (pads in their current order).
     int64_t* perm = row.perm + lo;
-    T* q_new = ws.q.data(); T* inv_new = ws.inv_norm.data(); int64_t* perm_new = ws.perm.data();
-    T* history_new = ws.history.data();
+    T* q_new = ws.q.get(); T* inv_new = ws.inv_norm.get(); int64_t* perm_new = ws.perm.get();
+    T* history_new = ws.history.get();
     auto place = [&](int64_t dst, int64_t src) {
       std::memcpy(q_new + dst * d, q + src * d, sizeof(T) * d);
       std::memcpy(history_new + dst * levels, history + src * levels, sizeof(T) * (level + 1));
       inv_new[dst] = inv[src]; perm_new[dst] = perm[src];
     };
     int64_t dst = 0;
-    for (int64_t i = 0; i < real_a; ++i) place(dst++, order[i]);
+    for (int64_t i = 0; i < real_a; ++i) place(dst++, order[i].slot);
     for (int64_t p = 0; p < pad_a; ++p) place(dst++, real + p);
-    for (int64_t i = real_a; i < real; ++i) place(dst++, order[i]);
+    for (int64_t i = real_a; i < real; ++i) place(dst++, order[i].slot);
     for (int64_t p = pad_a; p < pads; ++p) place(dst++, real + p);
     std::memcpy(q, q_new, sizeof(T) * n * d);
     std::memcpy(inv, inv_new, sizeof(T) * n);
@@ -200,14 +215,7 @@ int cluster(T* q, int64_t rows, int64_t slots, int64_t d, int64_t levels, int64_
     return 1;
   if ((slots >> levels) << levels != slots) return 2;
   const Clustering<T> algo{d, levels, iters, overlap, static_cast<T>(temperature), static_cast<T>(eps)};
-  std::vector<T> history(rows * slots * std::max<int64_t>(levels, 1));
-  for (int64_t r = 0; r < rows; ++r) {
-    for (int64_t i = 0; i < slots; ++i) {
-      perm[r * slots + i] = i;
-      const T* qi = q + (r * slots + i) * d;
-      inv_norm[r * slots + i] = T(1) / std::max(std::sqrt(dot(qi, qi, d)), algo.eps);
-    }
-  }
+  std::unique_ptr<T[]> history(new T[rows * slots * std::max<int64_t>(levels, 1)]);
   // Phase 1 splits the top `shared` levels of each row; phase 2 finishes the 2**shared subtrees of all
   // rows as independent work items, so threads stay busy even with few rows.
   const int64_t threads = std::max<int64_t>(1, num_threads);
@@ -215,23 +223,30 @@ int cluster(T* q, int64_t rows, int64_t slots, int64_t d, int64_t levels, int64_
   while (shared < levels && (rows << shared) < 4 * threads) ++shared;
   // OpenMP, not std::thread: torch's own OpenMP workers spin for a while after each torch op, and
   // sharing their runtime (libgomp) hands the cores over instead of competing with them.
-  auto run = [&](int64_t items, auto&& work) {
-    const int count = static_cast<int>(std::min(threads, items));
+  auto run = [&](int64_t items, int64_t workspace_slots, auto&& work) {
+    const int count = static_cast<int>(std::max<int64_t>(1, std::min(threads, items)));
 #pragma omp parallel num_threads(count)
     {
       Workspace<T> ws;
-      ws.reserve(slots, d, levels);
+      if (workspace_slots > 0) ws.reserve(workspace_slots, d, levels);
 #pragma omp for schedule(dynamic, 1)
       for (int64_t item = 0; item < items; ++item) work(item, ws);
     }
   };
   auto row_at = [&](int64_t r) {
-    return Row<T>{q + r * slots * d, inv_norm + r * slots, perm + r * slots, history.data() + r * slots * levels};
+    return Row<T>{q + r * slots * d, inv_norm + r * slots, perm + r * slots, history.get() + r * slots * levels};
   };
+  run(rows, 0, [&](int64_t r, Workspace<T>&) {
+    for (int64_t i = 0; i < slots; ++i) {
+      perm[r * slots + i] = i;
+      const T* qi = q + (r * slots + i) * d;
+      inv_norm[r * slots + i] = T(1) / std::max(std::sqrt(dot(qi, qi, d)), algo.eps);
+    }
+  });
   if (shared > 0)
-    run(rows, [&](int64_t r, Workspace<T>& ws) { algo.split(row_at(r), 0, slots, pads, 0, shared, ws); });
+    run(rows, slots, [&](int64_t r, Workspace<T>& ws) { algo.split(row_at(r), 0, slots, pads, 0, shared, ws); });
   const int64_t subtrees = int64_t(1) << shared, group = slots >> shared;
-  run(rows * subtrees, [&](int64_t item, Workspace<T>& ws) {
+  run(rows * subtrees, group, [&](int64_t item, Workspace<T>& ws) {
     const int64_t r = item / subtrees, g = item % subtrees;
     algo.split(row_at(r), g * group, group, group_pads(pads, shared, g), shared, levels, ws);
   });
