@@ -2,6 +2,7 @@
 
     python benchmarks/bench_backbones.py [--device cpu|cuda] [--dtype fp32|bf16|fp16] [--compile]
                                          [--sizes 224 512 800x1216 896] [--backward] [--malloc-defaults]
+                                         [--pairs swin cswin]
 
 All ratios come from the same run. Batch 4 at 224, batch 1 at the larger sizes. On CPU, freed memory
 is kept for reuse as in tools/train.py (boat_mm.cpu_memory) unless --malloc-defaults.
@@ -31,7 +32,7 @@ def models():
     }
 
 
-PAIRS = (('BOAT-Swin-T', 'Swin-T (mmpretrain)'), ('BOAT-CSWin-T', 'CSWin-T (BOAT-CSWin-T, FSLA off)'))
+PAIRS = {'swin': ('BOAT-Swin-T', 'Swin-T (mmpretrain)'), 'cswin': ('BOAT-CSWin-T', 'CSWin-T (BOAT-CSWin-T, FSLA off)')}
 
 
 def parse_size(text):
@@ -42,7 +43,9 @@ def parse_size(text):
 def run(args):
     device = args.device
     autocast = (torch.autocast(device, dtype=DTYPES[args.dtype]) if DTYPES[args.dtype] else nullcontext())
-    built = {name: make().to(device) for name, make in models().items()}
+    pairs = [PAIRS[family] for family in args.pairs]
+    wanted = {name for pair in pairs for name in pair}
+    built = {name: make().to(device) for name, make in models().items() if name in wanted}
     for model in built.values():
         model.eval()  # (some toolbox backbones' train() returns None, so no chaining)
     if args.compile:
@@ -71,7 +74,7 @@ def run(args):
                 times[name, 'fwd+bwd'] = time_call(forward_backward, max(1, args.repeats // 2), warmup=warmup,
                                                    device=device, min_seconds=args.min_seconds)
                 model.eval()
-        for boat, base in PAIRS:
+        for boat, base in pairs:
             for mode in ('fwd', 'fwd+bwd') if args.backward else ('fwd',):
                 rows.append({'input': f'{batch}x{height}x{width}', 'mode': mode, 'model': boat,
                              'ms': round(times[boat, mode] * 1e3, 1), 'baseline': base,
@@ -88,6 +91,8 @@ def main(argv=None):
     parser.add_argument('--sizes', nargs='+', default=['224', '512', '800x1216', '896'])
     parser.add_argument('--backward', action='store_true', help='also time forward+backward')
     parser.add_argument('--repeats', type=int, default=5)
+    parser.add_argument('--pairs', nargs='+', choices=sorted(PAIRS), default=sorted(PAIRS, reverse=True),
+                        help='which comparisons: swin (BOAT-Swin-T vs Swin-T), cswin (FSLA on vs off)')
     parser.add_argument('--min-seconds', type=float, default=2.0,
                         help='time each model for at least this long (median of the calls)')
     parser.add_argument('--malloc-defaults', action='store_true',

@@ -11,6 +11,10 @@ from every centroid, always sort last and are never attended to, so that no pad 
 token's output. Pad slots are spread evenly over the tree (at most one per leaf cluster), which keeps
 every cluster within ``[cluster_size / 2, 2 * cluster_size]`` real tokens. Because the number of pad
 slots in every group is fixed by ``N`` alone, all index bookkeeping for them is static and cached.
+
+Clustering has two implementations with the same clusters: on CPU a fused C++ kernel
+(``native_clustering``, depth first, O(n) partitions per split), elsewhere (GPU, or no compiler) the
+torch code below, which batches every level over all groups.
 """
 import math
 from functools import lru_cache
