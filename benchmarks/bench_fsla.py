@@ -59,12 +59,9 @@ def bench(n, device, repeats, forward_only=False, min_seconds=MIN_SECONDS):
     return row
 
 
-def growth_line(rows, first, last):
-    per_token = {r['N']: r['fwd_us_per_token'] for r in rows}
-    if first not in per_token or last not in per_token:
-        return None
-    return (f'forward time per token grows {per_token[last] / per_token[first]:.2f}x from N={first} to '
-            f'N={last}')
+def growth_line(first, row):
+    return (f'forward time per token grows {row["fwd_us_per_token"] / first["fwd_us_per_token"]:.2f}x from '
+            f'N={first["N"]} to N={row["N"]}')
 
 
 def growth_with_malloc_defaults(min_seconds):
@@ -124,7 +121,7 @@ def main(argv=None):
             for n in args.tokens if n <= args.max_tokens]
     print(markdown_table(rows, list(rows[0])))
     for r in rows[1:]:
-        line = growth_line(rows, rows[0]['N'], r['N'])
+        line = growth_line(rows[0], r)
         if not args.forward_only:
             line += f'; memory per token {r["mem_KB_per_token"]} KB (vs {rows[0]["mem_KB_per_token"]} KB)'
         print(line)

@@ -1,13 +1,12 @@
 """Timing helpers shared by the benchmark scripts (median of repeated runs, peak memory)."""
 import gc
-import os
 import statistics
 import time
 from typing import Callable
 
 import torch
 
-from boat_mm.cpu_memory import RETAIN_ENV, retain_freed_memory
+from boat_mm.cpu_memory import retain_freed_memory
 
 __all__ = ['time_call', 'peak_memory_mb', 'machine_description', 'markdown_table', 'configure_allocator']
 
@@ -54,7 +53,6 @@ def configure_allocator(device: str, malloc_defaults: bool = False) -> str:
     if device != 'cpu':
         return 'CUDA caching allocator'
     if malloc_defaults:
-        os.environ[RETAIN_ENV] = '0'
         return 'glibc malloc defaults'
     return retain_freed_memory() or 'malloc defaults (no glibc tuning available)'
 

@@ -16,9 +16,10 @@ returned to the OS). ``tools/train.py`` and ``tools/test.py`` apply it on CPU-on
 """
 import ctypes
 import ctypes.util
-import os
 import platform
 from typing import Optional
+
+from .env import switched_on
 
 __all__ = ['retain_freed_memory', 'retention_requested', 'RETAIN_ENV']
 
@@ -34,7 +35,7 @@ _applied: Optional[str] = None
 
 def retention_requested() -> bool:
     """False when the user opted out with ``BOAT_MM_RETAIN_FREED_MEMORY=0`` (or ``false``/``no``/``off``)."""
-    return os.environ.get(RETAIN_ENV, '1').strip().lower() not in ('0', 'false', 'no', 'off')
+    return switched_on(RETAIN_ENV)
 
 
 def _glibc_mallopt():

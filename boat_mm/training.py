@@ -100,12 +100,17 @@ def adapt_cfg_to_device(cfg: Config) -> List[str]:
 
     - SyncBN has no CPU kernel: SyncBN -> BN in the model.
     - Distributed runs use the gloo backend and DDP without ``device_ids``.
+    - The process keeps freed memory for reuse (``boat_mm.cpu_memory``, glibc only).
     """
     if torch.cuda.is_available():
         return []
     from .compat import enable_cpu_distributed
+    from .cpu_memory import RETAIN_ENV, retain_freed_memory
     enable_cpu_distributed()
     changes = []
+    allocator = retain_freed_memory()
+    if allocator:
+        changes.append(f'{allocator}; {RETAIN_ENV}=0 to keep the defaults')
     replaced = _replace_sync_bn(cfg.model)
     if replaced:
         changes.append(f'SyncBN -> BN in {replaced} place(s) (no CUDA)')
@@ -181,15 +186,8 @@ def build_runner(cfg: Config):
 
 
 def prepare(cfg: Config, loaders) -> None:
-    """Device adaptation (config, and on CPU-only machines the allocator: ``boat_mm.cpu_memory``) and
-    dataset checks, with what changed printed once (rank 0)."""
-    changes = adapt_cfg_to_device(cfg)
-    if not torch.cuda.is_available():
-        from .cpu_memory import RETAIN_ENV, retain_freed_memory
-        allocator = retain_freed_memory()
-        if allocator:
-            changes.append(f'{allocator}; {RETAIN_ENV}=0 to keep the defaults')
-    for change in changes:
+    """Device adaptation and dataset checks, with what changed printed once (rank 0)."""
+    for change in adapt_cfg_to_device(cfg):
         if int(os.environ.get('RANK', '0')) == 0:
             print(f'[boat_mm] {change}')
     check_datasets(cfg, loaders)

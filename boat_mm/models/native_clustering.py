@@ -20,6 +20,8 @@ from typing import Optional
 
 import torch
 
+from ..env import switched_on
+
 __all__ = ['native_clustering_available', 'cluster_native', 'NATIVE_ENV']
 
 NATIVE_ENV = 'BOAT_MM_NATIVE'
@@ -29,10 +31,6 @@ _COMPILE_TIMEOUT_S = 300
 
 _library = None
 _load_failed = False
-
-
-def _requested() -> bool:
-    return os.environ.get(NATIVE_ENV, '1').strip().lower() not in ('0', 'false', 'no', 'off')
 
 
 def _cpu_identity() -> str:
@@ -103,7 +101,7 @@ def native_clustering_available(q: torch.Tensor) -> bool:
     the kernel enabled and buildable."""
     if q.device.type != 'cpu' or q.dtype not in (torch.float32, torch.float64) or torch.jit.is_tracing():
         return False
-    return _requested() and _load() is not None
+    return switched_on(NATIVE_ENV) and _load() is not None
 
 
 def _eager_only(function):
