@@ -27,7 +27,7 @@ def models():
     return {
         'Swin-T (mmpretrain)': lambda: SwinTransformer(arch='tiny', img_size=224, out_indices=(0, 1, 2, 3)),
         'BOAT-Swin-T': lambda: BOATSwinTransformer('tiny'),
-        'CSWin-T (BOAT-CSWin-T, FSLA off)': lambda: BOATCSWinTransformer('tiny', with_fsla=False),
+        'CSWin-T (BOAT-CSWin-T, FSLA off)': lambda: BOATCSWinTransformer('tiny', fsla_stages=()),
         'BOAT-CSWin-T': lambda: BOATCSWinTransformer('tiny'),
     }
 

@@ -46,6 +46,18 @@ def _history_buffer_getattr(obj, name):
     return getattr(obj, name)
 
 
+def _empty_bytes(*args):
+    """Stand-in for ``builtins.bytes`` inside checkpoints.
+
+    Pickle protocol 2 writes an empty ``bytes`` object as the call ``bytes()`` (numpy's payload of an empty
+    array, e.g. a ``HistoryBuffer`` never updated); non-empty bytes use ``_codecs.encode``, which torch
+    already allows. Only the no-argument call is allowed."""
+    if args:
+        raise torch.serialization.pickle.UnpicklingError('refused bytes(...) with arguments in a checkpoint: only '
+                                                         'bytes() (an empty payload) may be built')
+    return b''
+
+
 def _numpy_dtype_classes():
     dtypes = getattr(np, 'dtypes', None)
     if dtypes is None:
@@ -56,7 +68,8 @@ def _numpy_dtype_classes():
 def _build_allow_list():
     from mmengine.logging import HistoryBuffer
     multiarray = _numpy_multiarray()
-    allowed = [HistoryBuffer, np.ndarray, np.dtype, (_history_buffer_getattr, 'builtins.getattr')]
+    allowed = [HistoryBuffer, np.ndarray, np.dtype, (_history_buffer_getattr, 'builtins.getattr'),
+               (_empty_bytes, 'builtins.bytes')]
     for package in ('numpy._core', 'numpy.core'):
         allowed.append((multiarray._reconstruct, f'{package}.multiarray._reconstruct'))
         allowed.append((multiarray.scalar, f'{package}.multiarray.scalar'))

@@ -1,25 +1,44 @@
-"""Released BOAT checkpoints -> boat_mm keys, as pure functions on state dicts.
+"""Checkpoints of the Swin / CSWin / BOAT family -> boat_mm keys, as pure functions on state dicts.
 
-Our parameter names follow the released ones, so conversion is a short rename table per family plus
+Layouts understood (``detect_layout``):
+
+- ``boat_swin``: the released BOAT-Swin checkpoints and the official Swin ImageNet ones
+  (``swin_tiny_patch4_window7_224.pth``): the same names, official Swin simply has no FSLA (``attnC``);
+- ``boat_cswin``: the released BOAT-CSWin checkpoints and the official CSWin ImageNet ones
+  (``cswin_tiny_224.pth``), likewise without FSLA (``content_attn``);
+- ``toolbox_swin``: the ``SwinTransformer`` of mmdet, mmseg and mmpretrain (``w_msa``/``ffn`` names, patch
+  merging in ``nn.Unfold`` channel order), with or without the ``backbone.`` prefix.
+
+Our parameter names follow the released ones, so conversion is a short rename table per layout plus
 dropping the buffers we rebuild (relative position index, shifted-window masks). The result has
-``backbone.*`` and ``head.fc.*`` keys: an mmpretrain ``ImageClassifier`` loads it strictly, and mmdet /
-mmseg backbones load it through ``init_cfg=dict(type='Pretrained', checkpoint=..., prefix='backbone.')``.
+``backbone.*`` (and, for classifiers, ``head.fc.*``) keys: an mmpretrain ``ImageClassifier`` loads it
+strictly, and mmdet / mmseg backbones load it through ``init_cfg=dict(type='Pretrained', ..., prefix='backbone.')``.
+The backbone a checkpoint needs is read off its shapes (``infer_backbone_cfg``): what shapes cannot tell
+(CSWin heads and stripe widths) comes from the caller, or from the released model of the same size.
 """
 import argparse
+import math
 import os.path as osp
 import re
 from collections import OrderedDict
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from .compat import load_checkpoint_file, save_checkpoint_atomic
 
-__all__ = ['detect_family', 'detect_arch', 'convert_boat_state_dict', 'load_released_checkpoint',
-           'convert_checkpoint', 'SWIN', 'CSWIN']
+__all__ = ['detect_layout', 'detect_family', 'detect_arch', 'infer_backbone_cfg', 'convert_state_dict',
+           'convert_boat_state_dict', 'convert_toolbox_swin_state_dict', 'backbone_state_dict',
+           'pretrained_backbone_weights',
+           'load_released_checkpoint', 'convert_checkpoint', 'format_backbone_cfg', 'new_parameter_names',
+           'SWIN', 'CSWIN', 'TOOLBOX_SWIN', 'BOAT_MM']
 
-SWIN, CSWIN = 'boat_swin', 'boat_cswin'
+SWIN, CSWIN, TOOLBOX_SWIN, BOAT_MM = 'boat_swin', 'boat_cswin', 'toolbox_swin', 'boat_mm'
+BACKBONE_TYPES = {SWIN: 'BOATSwinTransformer', CSWIN: 'BOATCSWinTransformer'}
+BACKBONE_PREFIX = 'backbone.'
+RELEASED_NUM_STAGES = 4
+CLASSIFIER_HEAD_PREFIX = 'head.fc.'
 
-# Buffers of the released models that our modules rebuild instead of loading.
+# Buffers of the upstream models that our modules rebuild instead of loading.
 _DROPPED = re.compile(r'(relative_position_index|attn_mask)$')
 
 # (pattern, replacement) applied in order to every key.
@@ -42,59 +61,280 @@ _RENAMES: Dict[str, List[Tuple[str, str]]] = {
         (r'\.get_v\.', '.lepe.'),
         (r'^norm\.', 'norm3.'),
     ],
+    TOOLBOX_SWIN: [
+        (r'^patch_embed\.projection\.', 'patch_embed.proj.'),
+        (r'\.attn\.w_msa\.', '.attn.'),
+        (r'\.ffn\.layers\.0\.0\.', '.mlp.fc1.'),
+        (r'\.ffn\.layers\.1\.', '.mlp.fc2.'),
+    ],
 }
 
-# Keys that identify each family.
-_SIGNATURES = {SWIN: 'layers.0.blocks.0.attn.qkv.weight', CSWIN: 'stage1_conv_embed.0.weight'}
+# A key that identifies each layout (toolbox keys are matched after removing ``backbone.``).
+_SIGNATURES = {SWIN: 'layers.0.blocks.0.attn.qkv.weight', CSWIN: 'stage1_conv_embed.0.weight',
+               TOOLBOX_SWIN: 'stages.0.blocks.0.attn.w_msa.qkv.weight'}
+_OURS_SIGNATURE = 'stages.0.blocks.0.attn.qkv.weight'
+# Keys that exist only with FSLA, per upstream layout.
+_FSLA_KEY = {SWIN: re.compile(r'^layers\.(\d+)\.blocks\.\d+\.attnC\.'), CSWIN: re.compile(r'^stage(\d)\.\d+\.content_attn\.')}
+
+
+def _strip_backbone_prefix(key: str) -> str:
+    return key[len(BACKBONE_PREFIX):] if key.startswith(BACKBONE_PREFIX) else key
+
+
+def detect_layout(state_dict: Dict[str, torch.Tensor]) -> str:
+    """'boat_swin', 'boat_cswin', 'toolbox_swin' or 'boat_mm' (ours) from the key names; ValueError otherwise."""
+    for layout, key in _SIGNATURES.items():
+        if key in state_dict or BACKBONE_PREFIX + key in state_dict:
+            return layout
+    if _OURS_SIGNATURE in state_dict or BACKBONE_PREFIX + _OURS_SIGNATURE in state_dict:
+        return BOAT_MM
+    sample = sorted(state_dict)[:5]
+    raise ValueError(f'not a released BOAT checkpoint nor an official / OpenMMLab Swin or CSWin one: expected a key '
+                     f'{list(_SIGNATURES.values())}, found {len(state_dict)} keys such as {sample}')
+
+
+def _upstream_layout(state_dict: Dict[str, torch.Tensor]) -> str:
+    """``detect_layout`` for conversion: our own layout needs none, and says so."""
+    layout = detect_layout(state_dict)
+    if layout == BOAT_MM:
+        raise ValueError('this is already a boat_mm checkpoint: load it directly (init_cfg Pretrained with '
+                         "prefix='backbone.', or load_from), no conversion needed")
+    return layout
 
 
 def detect_family(state_dict: Dict[str, torch.Tensor]) -> str:
-    """'boat_swin' or 'boat_cswin' from the released key layout; ValueError otherwise."""
-    for family, key in _SIGNATURES.items():
-        if key in state_dict:
-            return family
-    sample = sorted(state_dict)[:5]
-    raise ValueError(f'not a released BOAT checkpoint: expected a key {list(_SIGNATURES.values())}, '
-                     f'found {len(state_dict)} keys such as {sample}')
+    """'boat_swin' or 'boat_cswin': which of our backbones an upstream checkpoint is for."""
+    return CSWIN if _upstream_layout(state_dict) == CSWIN else SWIN
+
+
+def _has_fsla(state_dict, layout: str) -> bool:
+    return layout in _FSLA_KEY and any(_FSLA_KEY[layout].match(k) for k in state_dict)
+
+
+def _unfold_to_concat_order(tensor: torch.Tensor) -> torch.Tensor:
+    """Patch-merging channels from ``nn.Unfold`` order (channel-major: c0 at (0,0), (0,1), (1,0), (1,1), c1 ...)
+    to the official concatenation order (position-major: x[0::2, 0::2], x[1::2, 0::2], x[0::2, 1::2],
+    x[1::2, 1::2]), along the last dim."""
+    lead = tensor.shape[:-1]
+    channels = tensor.shape[-1] // 4
+    by_position = tensor.reshape(*lead, channels, 2, 2)  # (..., c, row, col) in unfold order
+    # official order: (row, col) = (0, 0), (1, 0), (0, 1), (1, 1), i.e. column-major over the 2x2 patch
+    return by_position.transpose(-1, -2).reshape(*lead, channels, 4).transpose(-1, -2).reshape(*lead, 4 * channels)
+
+
+def _rename(key: str, layout: str) -> str:
+    for pattern, replacement in _RENAMES[layout]:
+        key = re.sub(pattern, replacement, key)
+    return key
 
 
 def convert_boat_state_dict(state_dict: Dict[str, torch.Tensor]) -> 'OrderedDict[str, torch.Tensor]':
-    """Rename a released BOAT state dict to boat_mm's classifier layout (``backbone.*``, ``head.fc.*``)."""
-    family = detect_family(state_dict)
+    """A released BOAT or official Swin / CSWin state dict -> boat_mm's classifier layout
+    (``backbone.*``, ``head.fc.*``). Tensors are passed through untouched."""
+    layout = _upstream_layout(state_dict)
+    if layout == TOOLBOX_SWIN:
+        raise ValueError('an OpenMMLab Swin checkpoint: use convert_toolbox_swin_state_dict (or convert_state_dict)')
     converted = OrderedDict()
     for key, value in state_dict.items():
         if _DROPPED.search(key):
             continue
         if key.startswith('head.'):
-            converted['head.fc.' + key[len('head.'):]] = value
+            converted[CLASSIFIER_HEAD_PREFIX + key[len('head.'):]] = value
             continue
-        new_key = key
-        for pattern, replacement in _RENAMES[family]:
-            new_key = re.sub(pattern, replacement, new_key)
-        converted['backbone.' + new_key] = value
+        converted[BACKBONE_PREFIX + _rename(key, layout)] = value
     return converted
 
 
-# (embed_dims, blocks in the third stage) -> arch, per family.
-_ARCH_SIGNATURES = {
-    SWIN: {(96, 6): 'tiny', (96, 18): 'small', (128, 18): 'base'},
-    CSWIN: {(64, 21): 'tiny', (64, 32): 'small', (96, 32): 'base'},
-}
-_EMBED_KEY = {SWIN: 'layers.0.blocks.0.norm1.weight', CSWIN: 'stage1_conv_embed.0.weight'}
-_THIRD_STAGE_BLOCK = {SWIN: re.compile(r'^layers\.2\.blocks\.(\d+)\.'), CSWIN: re.compile(r'^stage3\.(\d+)\.')}
+def convert_toolbox_swin_state_dict(state_dict: Dict[str, torch.Tensor]) -> 'OrderedDict[str, torch.Tensor]':
+    """An mmdet / mmseg / mmpretrain ``SwinTransformer`` state dict (backbone alone or a whole model with
+    ``backbone.*``) -> boat_mm layout. Keys of other model parts (neck, decode heads...) are left out,
+    except an mmpretrain classifier's ``head.fc.*``; patch-merging weights are reordered from
+    ``nn.Unfold`` channel order to ours."""
+    prefixed = any(k.startswith(BACKBONE_PREFIX) for k in state_dict)
+    converted = OrderedDict()
+    for key, value in state_dict.items():
+        if key.startswith(CLASSIFIER_HEAD_PREFIX):
+            converted[key] = value
+            continue
+        if prefixed and not key.startswith(BACKBONE_PREFIX):
+            continue
+        key = _strip_backbone_prefix(key)
+        if _DROPPED.search(key):
+            continue
+        if key.startswith('absolute_pos_embed'):
+            raise ValueError('this Swin checkpoint has an absolute position embedding (use_abs_pos_embed=True), '
+                             'which BOAT-Swin does not support')
+        new_key = _rename(key, TOOLBOX_SWIN)
+        if re.match(r'^stages\.\d+\.downsample\.(reduction\.weight|norm\.weight|norm\.bias)$', new_key):
+            value = _unfold_to_concat_order(value)
+        converted[BACKBONE_PREFIX + new_key] = value
+    return converted
 
 
-def detect_arch(state_dict: Dict[str, torch.Tensor]) -> Tuple[str, str]:
-    """(family, arch) of a released state dict, e.g. ('boat_cswin', 'tiny'); ValueError if unknown."""
+def convert_state_dict(state_dict: Dict[str, torch.Tensor]) -> 'OrderedDict[str, torch.Tensor]':
+    """Any supported upstream layout -> boat_mm layout (``backbone.*`` and, for classifiers, ``head.fc.*``)."""
+    if _upstream_layout(state_dict) == TOOLBOX_SWIN:
+        return convert_toolbox_swin_state_dict(state_dict)
+    return convert_boat_state_dict(state_dict)
+
+
+def backbone_state_dict(converted: Dict[str, torch.Tensor]) -> 'OrderedDict[str, torch.Tensor]':
+    """The ``backbone.*`` part of a converted state dict, without the prefix."""
+    return OrderedDict((k[len(BACKBONE_PREFIX):], v) for k, v in converted.items() if k.startswith(BACKBONE_PREFIX))
+
+
+def pretrained_backbone_weights(path: str, prefix: Optional[str] = None) -> Tuple[Dict[str, torch.Tensor], str]:
+    """(backbone weights, layout) of a checkpoint named by a backbone's Pretrained ``init_cfg``.
+
+    Ours: the keys under ``prefix`` (e.g. 'backbone.'), or, without a prefix, the keys as they are (a
+    ``backbone.`` prefix is dropped when every backbone key carries it). An upstream layout: converted."""
+    state_dict = load_released_checkpoint(path)
+    layout = detect_layout(state_dict)
+    if layout != BOAT_MM:
+        return backbone_state_dict(convert_state_dict(state_dict)), layout
+    if prefix:
+        weights = OrderedDict((k[len(prefix):], v) for k, v in state_dict.items() if k.startswith(prefix))
+        if not weights:
+            raise ValueError(f'{path}: no key starts with the init_cfg prefix {prefix!r} '
+                             f'(keys such as {sorted(state_dict)[:3]})')
+        return weights, layout
+    if _OURS_SIGNATURE not in state_dict:
+        return backbone_state_dict(state_dict), layout
+    return OrderedDict(state_dict), layout
+
+
+# --- what the weights say about the architecture -----------------------------------------------------
+
+_BLOCK_KEY = re.compile(r'^stages\.(\d+)\.blocks\.(\d+)\.')
+
+
+def _depths(backbone: Dict[str, torch.Tensor]) -> Tuple[int, ...]:
+    blocks: Dict[int, set] = {}
+    for key in backbone:
+        match = _BLOCK_KEY.match(key)
+        if match:
+            blocks.setdefault(int(match.group(1)), set()).add(int(match.group(2)))
+    stages = sorted(blocks)
+    if stages != list(range(len(stages))) or any(blocks[s] != set(range(len(blocks[s]))) for s in stages):
+        raise ValueError(f'the checkpoint\'s blocks are not numbered 0..n-1 in stages 0..k-1: '
+                         f'{ {s: sorted(b) for s, b in blocks.items()} }')
+    return tuple(len(blocks[s]) for s in stages)
+
+
+def _fsla_stages(backbone: Dict[str, torch.Tensor]) -> Tuple[int, ...]:
+    return tuple(sorted({int(m.group(1)) for k in backbone for m in [_BLOCK_KEY.match(k)] if m and '.fsla.' in k}))
+
+
+def _mlp_ratio(backbone, embed_dims: int) -> float:
+    hidden = backbone['stages.0.blocks.0.mlp.fc1.weight'].shape[0]
+    return hidden / embed_dims
+
+
+def _named_arch(family: str, arch: dict) -> Optional[str]:
+    """The released arch name with exactly these settings, if any."""
+    from .models import BOATCSWinTransformer, BOATSwinTransformer
+    zoo = (BOATSwinTransformer if family == SWIN else BOATCSWinTransformer).arch_zoo
+    for name, settings in zoo.items():
+        if len(name) > 1 and {k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in settings.items()} == arch:
+            return name
+    return None
+
+
+def _swin_cfg(backbone: Dict[str, torch.Tensor]) -> dict:
+    proj = backbone['patch_embed.proj.weight']
+    embed_dims, in_channels, patch_size = proj.shape[0], proj.shape[1], proj.shape[2]
+    depths = _depths(backbone)
+    num_heads, window_sizes = [], set()
+    for stage in range(len(depths)):
+        table = backbone[f'stages.{stage}.blocks.0.attn.relative_position_bias_table']
+        num_heads.append(table.shape[1])
+        window_sizes.add((math.isqrt(table.shape[0]) + 1) // 2)
+    if len(window_sizes) != 1:
+        raise ValueError(f'stages use different window sizes {sorted(window_sizes)}; BOAT-Swin uses one')
+    arch = dict(embed_dims=embed_dims, depths=depths, num_heads=tuple(num_heads))
+    return dict(arch=_named_arch(SWIN, arch) or arch, in_channels=in_channels, patch_size=patch_size,
+                window_size=window_sizes.pop(), mlp_ratio=_mlp_ratio(backbone, embed_dims),
+                qkv_bias='stages.0.blocks.0.attn.qkv.bias' in backbone, fsla_stages=_fsla_stages(backbone))
+
+
+def _cswin_cfg(backbone: Dict[str, torch.Tensor], num_heads: Optional[Sequence[int]],
+               split_sizes: Optional[Sequence[int]]) -> Tuple[dict, List[str]]:
+    proj = backbone['patch_embed.proj.weight']
+    embed_dims, in_channels = proj.shape[0], proj.shape[1]
+    depths = _depths(backbone)
+    dims = [backbone[f'stages.{i}.blocks.0.norm1.weight'].shape[0] for i in range(len(depths))]
+    if dims != [embed_dims * 2 ** i for i in range(len(depths))]:
+        raise ValueError(f'stage channels {dims} do not double from stage to stage, as BOAT-CSWin needs')
+    from .models import BOATCSWinTransformer
+    notes = []
+    released = {name: settings for name, settings in BOATCSWinTransformer.arch_zoo.items()
+                if settings['embed_dims'] == embed_dims and tuple(settings['depths']) == depths}
+    for name, given in (('num_heads', num_heads), ('split_sizes', split_sizes)):
+        if given is None:
+            if not released:
+                raise ValueError(f'CSWin weights do not determine {name} (embed_dims={embed_dims}, depths={depths} '
+                                 f'match no released model): pass it (--{name.replace("_", "-")})')
+            notes.append(f'{name} cannot be read off the weights: taken from the released model of the same size')
+    reference = next(iter(released.values()), {})
+    arch = dict(embed_dims=embed_dims, depths=depths,
+                num_heads=tuple(num_heads if num_heads is not None else reference['num_heads']),
+                split_sizes=tuple(split_sizes if split_sizes is not None else reference['split_sizes']))
+    cfg = dict(arch=_named_arch(CSWIN, arch) or arch, in_channels=in_channels,
+               mlp_ratio=_mlp_ratio(backbone, embed_dims),
+               qkv_bias='stages.0.blocks.0.qkv.bias' in backbone, fsla_stages=_fsla_stages(backbone))
+    return cfg, notes
+
+
+def infer_backbone_cfg(state_dict: Dict[str, torch.Tensor], num_heads: Optional[Sequence[int]] = None,
+                       split_sizes: Optional[Sequence[int]] = None) -> Tuple[dict, List[str]]:
+    """The backbone config (``type`` + arguments) that loads ``state_dict`` (any supported layout), and
+    notes on what was not read off the weights. Swin heads come from the relative position tables;
+    CSWin ``num_heads``/``split_sizes`` are not in any shape: pass them, or they are taken from the
+    released model with the same width and depths (a note says so)."""
     family = detect_family(state_dict)
-    embed_dims = state_dict[_EMBED_KEY[family]].shape[0]
-    blocks = {int(m.group(1)) for k in state_dict for m in [_THIRD_STAGE_BLOCK[family].match(k)] if m}
-    key = (embed_dims, len(blocks))
-    if key not in _ARCH_SIGNATURES[family]:
-        known = {v: k for k, v in _ARCH_SIGNATURES[family].items()}
-        raise ValueError(f'{family} checkpoint with embed_dims={embed_dims} and {len(blocks)} third-stage blocks '
-                         f'matches no released arch; expected (embed_dims, blocks) in {known}')
-    return family, _ARCH_SIGNATURES[family][key]
+    backbone = backbone_state_dict(convert_state_dict(state_dict))
+    if family == SWIN:
+        if num_heads is not None or split_sizes is not None:
+            raise ValueError('Swin heads are read off the weights (relative position tables) and split sizes are '
+                             'a CSWin setting: do not pass num_heads / split_sizes for a Swin checkpoint')
+        cfg, notes = _swin_cfg(backbone), []
+    else:
+        cfg, notes = _cswin_cfg(backbone, num_heads, split_sizes)
+    return dict(type=BACKBONE_TYPES[family], **cfg), notes
+
+
+def detect_arch(state_dict: Dict[str, torch.Tensor]) -> Tuple[str, object]:
+    """(family, arch) of a state dict: arch is the released name ('tiny', ...) or the inferred arch dict."""
+    cfg, _ = infer_backbone_cfg(state_dict)
+    return detect_family(state_dict), cfg['arch']
+
+
+def _released_fsla_stages(cfg: dict) -> tuple:
+    """The backbone's default FSLA placement for this arch (Swin: all stages but the last; CSWin: all)."""
+    arch = cfg['arch']
+    num_stages = len(arch['depths']) if isinstance(arch, dict) else RELEASED_NUM_STAGES
+    return tuple(range(num_stages - 1 if cfg['type'] == BACKBONE_TYPES[SWIN] else num_stages))
+
+
+def format_backbone_cfg(cfg: dict) -> str:
+    """``dict(type=..., ...)`` to paste into a config (settings equal to the backbone's defaults are left out)."""
+    defaults = dict(in_channels=3, patch_size=4, window_size=7, mlp_ratio=4.0, qkv_bias=True,
+                    fsla_stages=_released_fsla_stages(cfg))
+    items = [f'{k}={v!r}' for k, v in cfg.items() if not (k in defaults and v == defaults[k])]
+    return 'backbone=dict(' + ', '.join(items) + ')'
+
+
+def new_parameter_names(backbone_cfg: dict, converted: Dict[str, torch.Tensor]) -> List[str]:
+    """Backbone parameters of ``backbone_cfg`` (e.g. with FSLA switched on) that ``converted`` lacks:
+    what keeps its fresh initialisation when the weights are loaded into it."""
+    from .models import BOATCSWinTransformer, BOATSwinTransformer
+    cfg = dict(backbone_cfg)
+    cls = BOATSwinTransformer if cfg.pop('type') == BACKBONE_TYPES[SWIN] else BOATCSWinTransformer
+    have = backbone_state_dict(converted)
+    # the outputs the checkpoint has norms for (a classifier: the last stage only)
+    out_indices = sorted(int(m.group(1)) for k in have for m in [re.match(r'^norm(\d+)\.weight$', k)] if m)
+    model = cls(**cfg, out_indices=out_indices or tuple(range(RELEASED_NUM_STAGES)))
+    return [name for name in model.state_dict() if name not in have]
 
 
 # What released BOAT checkpoints hold besides tensors: mmengine/numpy scalars (timm's ``metric``),
@@ -104,12 +344,17 @@ RELEASED_CHECKPOINT_EXTRA_GLOBALS = [argparse.Namespace, (OrderedDict, 'yacs.con
 
 
 def load_released_checkpoint(path: str, use_ema: bool = False) -> Dict[str, torch.Tensor]:
-    """The model state dict of a released BOAT checkpoint in any of its wrappings.
+    """The model state dict of a checkpoint in any of its wrappings.
 
-    BOAT-Swin ``.pth``: ``{'model': ...}``; BOAT-CSWin ``.pth.tar`` (timm): ``{'state_dict': ...,
-    'state_dict_ema': ...}``; or a bare state dict. ``use_ema`` picks the EMA weights (error if absent).
-    Loading is ``torch.load(weights_only=True)`` with an allow-list: a pickle payload is refused."""
-    checkpoint = load_checkpoint_file(path, extra_globals=RELEASED_CHECKPOINT_EXTRA_GLOBALS)
+    BOAT-Swin / Swin ``.pth``: ``{'model': ...}``; BOAT-CSWin / CSWin ``.pth.tar`` (timm): ``{'state_dict': ...,
+    'state_dict_ema': ...}``; OpenMMLab: ``{'state_dict': ..., 'meta': ...}``; or a bare state dict.
+    ``use_ema`` picks the EMA weights (error if absent). Loading is ``torch.load(weights_only=True)`` with an
+    allow-list: a pickle payload is refused."""
+    if '://' in path:  # a URL (e.g. the official Swin weights in mmdet's stock configs): mmengine downloads it
+        from mmengine.runner import CheckpointLoader
+        checkpoint = CheckpointLoader.load_checkpoint(path, map_location='cpu')
+    else:
+        checkpoint = load_checkpoint_file(path, extra_globals=RELEASED_CHECKPOINT_EXTRA_GLOBALS)
     if not isinstance(checkpoint, dict):
         raise ValueError(f'{path}: expected a dict, found {type(checkpoint).__name__}')
     if use_ema:
@@ -122,16 +367,39 @@ def load_released_checkpoint(path: str, use_ema: bool = False) -> Dict[str, torc
             return checkpoint[wrapper]
     if all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
         return checkpoint
-    raise ValueError(f'{path}: found top-level keys {sorted(checkpoint)[:10]}; expected a released BOAT '
-                     "checkpoint ('model', 'state_dict'/'state_dict_ema', or a bare state dict)")
+    raise ValueError(f'{path}: found top-level keys {sorted(checkpoint)[:10]}; expected a checkpoint '
+                     "('model', 'state_dict'/'state_dict_ema', or a bare state dict)")
 
 
-def convert_checkpoint(src: str, dst: str, use_ema: bool = False) -> Dict:
-    """Convert a released checkpoint file into an mmengine-style one; returns a summary."""
+def convert_checkpoint(src: str, dst: str, use_ema: bool = False, new_fsla: bool = False,
+                       num_heads: Optional[Sequence[int]] = None,
+                       split_sizes: Optional[Sequence[int]] = None) -> Dict:
+    """Convert a checkpoint file of the family into an mmengine-style one; returns a summary with the
+    backbone config that loads it. ``new_fsla``: the source has no FSLA (official Swin / CSWin, OpenMMLab
+    Swin) and is meant for BOAT with FSLA freshly initialised: the config switches FSLA on (released
+    stages) and the summary lists the new parameters."""
     state_dict = load_released_checkpoint(src, use_ema)
-    family, arch = detect_arch(state_dict)
-    converted = convert_boat_state_dict(state_dict)
-    meta = dict(source=osp.basename(src), family=family, arch=arch, ema=use_ema,
+    layout = detect_layout(state_dict)
+    family = detect_family(state_dict)
+    backbone_cfg, notes = infer_backbone_cfg(state_dict, num_heads, split_sizes)
+    converted = convert_state_dict(state_dict)
+    new_parameters = []
+    if new_fsla:
+        if backbone_cfg['fsla_stages']:
+            raise ValueError(f'{src} already has FSLA weights (stages {backbone_cfg["fsla_stages"]}); '
+                             '--new-fsla is for plain Swin / CSWin weights')
+        backbone_cfg.pop('fsla_stages')  # the released FSLA placement (the backbone's default)
+        new_parameters = new_parameter_names(backbone_cfg, converted)
+    if layout == TOOLBOX_SWIN:
+        source = 'OpenMMLab (mmdet / mmseg / mmpretrain) Swin'
+    elif new_fsla or not backbone_cfg['fsla_stages']:
+        source = 'official ' + ('CSWin' if family == CSWIN else 'Swin')
+    else:
+        source = 'released BOAT-' + ('CSWin' if family == CSWIN else 'Swin')
+    meta = dict(source=osp.basename(src), layout=layout, family=family, backbone=backbone_cfg, ema=use_ema,
                 converter='boat_mm.converters')
     save_checkpoint_atomic(dict(state_dict=converted, meta=meta), dst)
-    return dict(meta, num_tensors=len(converted), dropped=len(state_dict) - len(converted))
+    arch = backbone_cfg['arch']
+    return dict(meta, arch=arch if isinstance(arch, str) else 'custom', description=source,
+                num_tensors=len(converted), dropped=len(state_dict) - len(converted), notes=notes,
+                new_parameters=new_parameters, config_line=format_backbone_cfg(backbone_cfg))

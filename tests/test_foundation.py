@@ -161,3 +161,50 @@ def test_checkpoint_with_pickle_payload_is_refused(tmp_path, payload_kind):
     with pytest.raises(pickle.UnpicklingError):
         torch.load(str(path))
     assert not marker.exists()
+
+
+def _numpy_arrays_of_every_dtype_and_shape():
+    """Every numpy dtype but object (whose items are arbitrary pickles), each empty, 0-d, 2-d and Fortran-ordered."""
+    import numpy as np
+    dtypes = sorted({np.dtype(t) for t in set(np.sctypeDict.values())} - {np.dtype(object)}, key=str)
+    dtypes += [np.dtype('U7'), np.dtype('S5'), np.dtype('datetime64[s]'), np.dtype('timedelta64[ms]'),
+               np.dtype([('a', '<f4'), ('b', '<i8', (2,))])]
+    arrays = []
+    for dtype in dtypes:
+        for shape in ((), (0,), (0, 3), (2, 3)):
+            arrays.append(np.zeros(shape, dtype=dtype))
+        arrays.append(np.asfortranarray(np.ones((3, 2), dtype=dtype)))
+        arrays.append(np.zeros((), dtype=dtype)[()])  # a numpy scalar
+    return arrays
+
+
+def test_numpy_arrays_of_every_dtype_and_shape_load(tmp_path):
+    """An mmengine checkpoint may hold empty numpy arrays (a HistoryBuffer never updated) and any dtype."""
+    import numpy as np
+    from mmengine.logging import HistoryBuffer
+    from mmengine.runner import CheckpointLoader
+    arrays = _numpy_arrays_of_every_dtype_and_shape()
+    path = tmp_path / 'numpy.pth'
+    torch.save({'state_dict': {}, 'message_hub': {'log_scalars': {'never_updated': HistoryBuffer()}},
+                'arrays': arrays}, str(path))
+    for loaded in (torch.load(str(path)), CheckpointLoader.load_checkpoint(str(path))):
+        assert len(loaded['arrays']) == len(arrays)
+        for saved, back in zip(arrays, loaded['arrays']):
+            # (the scalar class may come back as another alias of the same dtype, e.g. int64 for longlong)
+            assert isinstance(back, np.ndarray) == isinstance(saved, np.ndarray) and back.dtype == saved.dtype
+            assert np.shape(back) == np.shape(saved) and np.array_equal(back, saved)
+        assert len(loaded['message_hub']['log_scalars']['never_updated'].data[0]) == 0
+
+
+class _BytesCall:
+    """Pickles to builtins.bytes(10): only the no-argument call (an empty payload) is allowed."""
+
+    def __reduce__(self):
+        return bytes, (10,)
+
+
+def test_bytes_with_arguments_stays_refused(tmp_path):
+    path = tmp_path / 'bytes.pth'
+    torch.save({'state_dict': {}, 'meta': _BytesCall()}, str(path))
+    with pytest.raises(pickle.UnpicklingError):
+        torch.load(str(path))

@@ -59,7 +59,7 @@ def test_wrong_channels_fail_before_any_work(cls, monkeypatch):
 
 
 @pytest.mark.parametrize('kwargs, match', [
-    (dict(arch='giant'), r"unknown arch 'giant'; choose one of \['b', 'base', 's', 'small', 't', 'tiny'\]"),
+    (dict(arch='giant'), r"unknown arch 'giant'; choose one of \['b', 'base', 'l', 'large', 's', 'small', 't', 'tiny'\]"),
     (dict(cluster_size=1), 'cluster_size must be >= 2'),
     (dict(overlap=-3), 'overlap must be >= 0'),
     (dict(temperature=0.0), 'temperature must be > 0'),

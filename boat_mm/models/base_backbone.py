@@ -1,9 +1,12 @@
 """What both BOAT backbones share: the OpenMMLab backbone contract around the stages."""
+import logging
+import re
 from typing import Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
-from mmengine.model import BaseModule
+from mmengine.logging import print_log
+from mmengine.model import BaseModule, initialize
 from mmengine.model.weight_init import trunc_normal_
 
 import torch.utils.checkpoint as cp
@@ -53,9 +56,48 @@ class BOATBackbone(BaseModule):
         return tokens_to_nchw(getattr(self, f'norm{stage_index}')(x), hw_shape)
 
     def init_weights(self):
-        if self.init_cfg is not None:
-            super().init_weights()
+        """Fresh initialisation, then the ``init_cfg``. A Pretrained checkpoint goes through
+        ``boat_mm.converters.pretrained_backbone_weights``: ours loads as is (after ``prefix``), an upstream
+        layout (official Swin / CSWin, released BOAT, OpenMMLab Swin, e.g. the checkpoints that stock
+        mmdet / mmseg Swin configs name) is converted first; what it lacks keeps its fresh initialisation
+        and is listed in the log."""
+        self._init_fresh_weights()
+        if self.init_cfg is None:
             return
+        init_cfgs = self.init_cfg if isinstance(self.init_cfg, list) else [self.init_cfg]
+        others = [cfg for cfg in init_cfgs if cfg.get('type') != 'Pretrained']
+        if others:
+            initialize(self, others)
+        for cfg in init_cfgs:
+            if cfg.get('type') == 'Pretrained':
+                self._load_pretrained(cfg['checkpoint'], cfg.get('prefix'))
+        self._is_init = True
+
+    def _load_pretrained(self, path: str, prefix: Optional[str]) -> None:
+        """Load backbone weights; output norms the backbone does not build are skipped, anything else that
+        does not fit is an error naming it, never silently dropped."""
+        from ..converters import pretrained_backbone_weights
+        weights, layout = pretrained_backbone_weights(path, prefix)
+        own = self.state_dict()
+        unused_norms = [k for k in weights if k not in own and re.match(r'^norm\d+\.', k)]
+        unexpected = [k for k in weights if k not in own and k not in unused_norms]
+        mismatched = [f'{k}: checkpoint {tuple(weights[k].shape)}, model {tuple(own[k].shape)}'
+                      for k in weights if k in own and weights[k].shape != own[k].shape]
+        if unexpected or mismatched:
+            raise ValueError(f'{type(self).__name__}: {path} ({layout} layout) does not fit this backbone: '
+                             f'{len(unexpected)} unexpected tensors {unexpected[:5]}, {len(mismatched)} of another '
+                             f'shape {mismatched[:5]}; check the architecture arguments and fsla_stages')
+        for key in unused_norms:
+            del weights[key]
+        self.load_state_dict(weights, strict=False)
+        new = [k for k in own if k not in weights]
+        how = 'as is' if layout == 'boat_mm' else f'converted from the {layout} layout'
+        print_log(f'{type(self).__name__}: loaded {len(weights)} tensors from {path} ({how}); {len(new)} '
+                  f'parameters not in the checkpoint keep their fresh initialisation: {", ".join(new) or "none"}'
+                  + (f'; skipped output norms this backbone does not build: {", ".join(unused_norms)}'
+                     if unused_norms else ''), logger='current', level=logging.INFO)
+
+    def _init_fresh_weights(self) -> None:
         for module in self.modules():
             if isinstance(module, nn.Linear):
                 trunc_normal_(module.weight, std=LINEAR_INIT_STD)

@@ -23,13 +23,15 @@ from ..registry import register_model
 from .feature_space_attention import (DEFAULT_CLUSTER_SIZE, DEFAULT_KMEANS_ITERS, DEFAULT_OVERLAP,
                                       DEFAULT_TEMPERATURE)
 from .base_backbone import BilateralBlock, BOATBackbone
-from .layers import pad_to_multiple, parse_arch, tokens_to_nchw
+from .layers import pad_to_multiple, tokens_to_nchw
+from .toolbox_args import init_cfg_from_pretrained, merge_alias, refuse_unless, resolve_arch, resolve_fsla_stages
 
 __all__ = ['BOATCSWinTransformer']
 
 # Released BOAT-CSWin FSLA scale (see the module docstring).
 RELEASED_CSWIN_FSLA_SCALE = 1.0
 STEM_KERNEL, STEM_STRIDE, STEM_PADDING = 7, 4, 2
+DEFAULT_IN_CHANNELS = 3
 
 
 class StripeAttention(nn.Module):
@@ -41,11 +43,11 @@ class StripeAttention(nn.Module):
     """
 
     def __init__(self, embed_dims: int, num_heads: int, stripe_h: Optional[int], stripe_w: Optional[int],
-                 attn_drop: float = 0.0):
+                 attn_drop: float = 0.0, qk_scale: Optional[float] = None):
         super().__init__()
         self.num_heads = num_heads
         self.stripe_h, self.stripe_w = stripe_h, stripe_w
-        self.scale = (embed_dims // num_heads) ** -0.5
+        self.scale = qk_scale or (embed_dims // num_heads) ** -0.5
         self.lepe = nn.Conv2d(embed_dims, embed_dims, kernel_size=3, padding=1, groups=embed_dims)
         self.attn_drop = nn.Dropout(attn_drop)
 
@@ -86,17 +88,18 @@ class BOATCSWinBlock(BilateralBlock):
 
     def __init__(self, embed_dims: int, num_heads: int, split_size: int, last_stage: bool, use_fsla: bool,
                  mlp_ratio: float = 4.0, qkv_bias: bool = True, drop: float = 0.0, attn_drop: float = 0.0,
-                 drop_path: float = 0.0, fsla_cfg: Optional[dict] = None, with_cp: bool = False):
+                 drop_path: float = 0.0, fsla_cfg: Optional[dict] = None, with_cp: bool = False,
+                 qk_scale: Optional[float] = None):
         super().__init__()
         self.norm1 = nn.LayerNorm(embed_dims)
         self.qkv = nn.Linear(embed_dims, embed_dims * 3, bias=qkv_bias)
         if last_stage:
-            self.attns = nn.ModuleList([StripeAttention(embed_dims, num_heads, None, None, attn_drop)])
+            self.attns = nn.ModuleList([StripeAttention(embed_dims, num_heads, None, None, attn_drop, qk_scale)])
         else:
             half_dims, half_heads = embed_dims // 2, num_heads // 2
             self.attns = nn.ModuleList([
-                StripeAttention(half_dims, half_heads, None, split_size, attn_drop),   # vertical stripes
-                StripeAttention(half_dims, half_heads, split_size, None, attn_drop)])  # horizontal stripes
+                StripeAttention(half_dims, half_heads, None, split_size, attn_drop, qk_scale),   # vertical
+                StripeAttention(half_dims, half_heads, split_size, None, attn_drop, qk_scale)])  # horizontal
         self.proj = nn.Linear(embed_dims, embed_dims)
         self.proj_drop = nn.Dropout(drop)
         # As released, the FSLA output dropout of BOAT-CSWin uses the attention dropout rate.
@@ -141,30 +144,45 @@ class BOATCSWinStage(nn.Module):
     """(Except for the first stage) a 3x3/2 conv merge, then the blocks of one resolution."""
 
     def __init__(self, in_dims: Optional[int], embed_dims: int, depth: int, num_heads: int, split_size: int,
-                 last_stage: bool, with_fsla: bool, drop_paths: Sequence[float], **block_kwargs):
+                 last_stage: bool, use_fsla: bool, drop_paths: Sequence[float], **block_kwargs):
         super().__init__()
         self.downsample = ConvEmbed(in_dims, embed_dims, 3, 2, 1) if in_dims else None
         self.blocks = nn.ModuleList([
-            BOATCSWinBlock(embed_dims, num_heads, split_size, last_stage, use_fsla=with_fsla and i % 2 == 0,
+            BOATCSWinBlock(embed_dims, num_heads, split_size, last_stage, use_fsla=use_fsla and i % 2 == 0,
                            drop_path=drop_paths[i], **block_kwargs)
             for i in range(depth)])
 
 
 @register_model
 class BOATCSWinTransformer(BOATBackbone):
-    """BOAT-CSWin backbone for mmpretrain, mmdet and mmseg.
+    """BOAT-CSWin backbone for mmpretrain, mmdet and mmseg, and a drop-in for the official ``CSWin``.
 
     Args:
         arch: 'tiny'/'small'/'base' (or 't'/'s'/'b'), or a dict with keys ``embed_dims``, ``depths``,
-            ``num_heads``, ``split_sizes``.
+            ``num_heads``, ``split_sizes``. Alternatively give those directly (missing ones default to the
+            tiny model); both ways at once must agree. Channels double at every stage.
         in_channels: image channels.
         mlp_ratio: MLP hidden / embed dims.
         qkv_bias: bias in all qkv projections (released: True).
+        qk_scale: stripe-attention scale (None: head_dim ** -0.5); FSLA keeps ``fsla_qk_scale``.
         drop_rate, attn_drop_rate, drop_path_rate: dropout, attention dropout, stochastic depth.
+        fsla_stages: stages whose even-index blocks carry FSLA; None: every stage (released); ``()``
+            builds plain CSWin. ``with_fsla`` is its deprecated spelling (False: ``fsla_stages=()``).
         cluster_size, overlap, kmeans_iters, temperature: FSLA settings, released defaults.
         fsla_qk_scale: FSLA attention scale; released BOAT-CSWin: 1.0 (None: head_dim ** -0.5).
-        with_fsla: False builds the plain CSWin network (no FSLA blocks), e.g. as a speed baseline.
         out_indices, frozen_stages, norm_eval, with_cp, init_cfg: as in the OpenMMLab backbones.
+        convert_weights: accepted as in BOAT-Swin: an ``init_cfg`` checkpoint in an upstream layout (official
+            CSWin, released BOAT-CSWin) is recognised by its keys and converted on load, whether set or not;
+            parameters it lacks keep their fresh initialisation and are listed in the log.
+        pretrained: deprecated alias of ``init_cfg=dict(type='Pretrained', checkpoint=pretrained)``.
+
+    The names of the official CSWin segmentation backbone (``CSWin(img_size, patch_size, in_chans,
+    embed_dim, depth, split_size, num_heads, mlp_ratio, qkv_bias, qk_scale, drop_rate, attn_drop_rate,
+    drop_path_rate, use_chk)``) are accepted too, so its UperNet configs swap by changing ``type`` alone:
+    ``in_chans``, ``embed_dim``, ``depth``, ``split_size`` (a list, or one int for every stage) and
+    ``use_chk`` are aliases of ``in_channels``, ``embed_dims``, ``depths``, ``split_sizes``, ``with_cp``;
+    ``img_size`` changes nothing (it only sized the official stem's reshape); ``patch_size`` must be 4,
+    the stride of the 7x7 stem convolution (the official code ignores it).
     """
     arch_zoo = {
         **dict.fromkeys(['t', 'tiny'], dict(embed_dims=64, depths=(1, 2, 21, 1), num_heads=(2, 4, 8, 16),
@@ -176,21 +194,47 @@ class BOATCSWinTransformer(BOATBackbone):
     }
     essential_keys = ('embed_dims', 'depths', 'num_heads', 'split_sizes')
 
-    def __init__(self, arch='tiny', in_channels: int = 3, mlp_ratio: float = 4.0, qkv_bias: bool = True,
-                 drop_rate: float = 0.0, attn_drop_rate: float = 0.0, drop_path_rate: float = 0.1,
-                 cluster_size: int = DEFAULT_CLUSTER_SIZE, overlap: int = DEFAULT_OVERLAP,
-                 kmeans_iters: int = DEFAULT_KMEANS_ITERS, temperature: float = DEFAULT_TEMPERATURE,
-                 fsla_qk_scale: Optional[float] = RELEASED_CSWIN_FSLA_SCALE, with_fsla: bool = True,
+    def __init__(self, arch=None, in_channels: Optional[int] = None, mlp_ratio: float = 4.0,
+                 qkv_bias: bool = True, qk_scale: Optional[float] = None, drop_rate: float = 0.0,
+                 attn_drop_rate: float = 0.0, drop_path_rate: float = 0.1,
+                 fsla_stages: Optional[Sequence[int]] = None, cluster_size: int = DEFAULT_CLUSTER_SIZE,
+                 overlap: int = DEFAULT_OVERLAP, kmeans_iters: int = DEFAULT_KMEANS_ITERS,
+                 temperature: float = DEFAULT_TEMPERATURE,
+                 fsla_qk_scale: Optional[float] = RELEASED_CSWIN_FSLA_SCALE, with_fsla: Optional[bool] = None,
                  out_indices: Sequence[int] = (0, 1, 2, 3), frozen_stages: int = -1, norm_eval: bool = False,
-                 with_cp: bool = False, init_cfg=None):
-        super().__init__(init_cfg=init_cfg)
-        settings = parse_arch(arch, self.arch_zoo, self.essential_keys, type(self).__name__)
+                 with_cp: Optional[bool] = None, init_cfg=None, convert_weights: bool = False,
+                 pretrained: Optional[str] = None,
+                 # the architecture the OpenMMLab way
+                 embed_dims: Optional[int] = None, depths: Optional[Sequence[int]] = None,
+                 num_heads: Optional[Sequence[int]] = None, split_sizes: Optional[Sequence[int]] = None,
+                 # the official CSWin segmentation backbone's names (see the class docstring)
+                 img_size=None, patch_size: int = STEM_STRIDE, in_chans: Optional[int] = None,
+                 embed_dim: Optional[int] = None, depth: Optional[Sequence[int]] = None,
+                 split_size=None, use_chk: Optional[bool] = None):
+        name = type(self).__name__
+        super().__init__(init_cfg=init_cfg_from_pretrained(name, pretrained, init_cfg))
+        refuse_unless(patch_size == STEM_STRIDE, name, 'patch_size', patch_size,
+                      f'the stem is a {STEM_KERNEL}x{STEM_KERNEL} convolution of stride {STEM_STRIDE} '
+                      f'(patch_size={STEM_STRIDE})')
+        in_channels = merge_alias(name, 'in_channels', in_channels, 'in_chans', in_chans)
+        in_channels = DEFAULT_IN_CHANNELS if in_channels is None else in_channels
+        with_cp = bool(merge_alias(name, 'with_cp', with_cp, 'use_chk', use_chk))
+        depths = merge_alias(name, 'depths', depths, 'depth', depth)
+        embed_dims = merge_alias(name, 'embed_dims', embed_dims, 'embed_dim', embed_dim)
+        if isinstance(split_size, int):
+            split_size = (split_size,) * len(depths or self.arch_zoo['tiny']['depths'])
+        split_sizes = merge_alias(name, 'split_sizes', split_sizes, 'split_size', split_size)
+        settings = resolve_arch(name, arch, dict(embed_dims=embed_dims, depths=depths, num_heads=num_heads,
+                                                 split_sizes=split_sizes), self.arch_zoo, self.essential_keys)
         depths, num_heads = tuple(settings['depths']), tuple(settings['num_heads'])
         split_sizes = tuple(settings['split_sizes'])
         num_stages = len(depths)
         if not len(num_heads) == len(split_sizes) == num_stages:
             raise ValueError(f'depths, num_heads and split_sizes must have the same length, got '
                              f'{depths}, {num_heads}, {split_sizes}')
+        # Released: FSLA in every stage.
+        fsla_stages = resolve_fsla_stages(name, fsla_stages, num_stages, default=range(num_stages),
+                                          with_fsla=with_fsla)
         embed_dims = settings['embed_dims']
         self._setup_outputs([embed_dims * 2 ** i for i in range(num_stages)], out_indices, frozen_stages,
                             norm_eval, in_channels)
@@ -199,6 +243,8 @@ class BOATCSWinTransformer(BOATBackbone):
             if heads % branches or dims % heads:
                 raise ValueError(f'stage {i}: {dims} channels and {heads} heads must split evenly over '
                                  f'{branches} branch(es)')
+        self.convert_weights = convert_weights
+        self.fsla_stages = fsla_stages
         fsla_cfg = dict(cluster_size=cluster_size, overlap=overlap, kmeans_iters=kmeans_iters,
                         temperature=temperature, qk_scale=fsla_qk_scale)
 
@@ -209,10 +255,10 @@ class BOATCSWinTransformer(BOATBackbone):
             start = sum(depths[:i])
             self.stages.append(BOATCSWinStage(
                 self.num_features[i - 1] if i else None, self.num_features[i], depths[i], num_heads[i],
-                split_sizes[i], last_stage=i == num_stages - 1, with_fsla=with_fsla,
+                split_sizes[i], last_stage=i == num_stages - 1, use_fsla=i in fsla_stages,
                 drop_paths=drop_paths[start:start + depths[i]],
-                mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop=drop_rate, attn_drop=attn_drop_rate,
-                fsla_cfg=fsla_cfg, with_cp=with_cp))
+                mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, qk_scale=qk_scale, drop=drop_rate,
+                attn_drop=attn_drop_rate, fsla_cfg=fsla_cfg, with_cp=with_cp))
         self._add_output_norms()
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:

@@ -25,7 +25,9 @@ from ..registry import register_model
 from .feature_space_attention import (DEFAULT_CLUSTER_SIZE, DEFAULT_KMEANS_ITERS, DEFAULT_OVERLAP,
                                       DEFAULT_TEMPERATURE)
 from .base_backbone import BilateralBlock, BOATBackbone
-from .layers import pad_to_multiple, parse_arch
+from .layers import pad_to_multiple
+from .toolbox_args import (check_act_cfg, check_empty_cfg, check_norm_cfg, init_cfg_from_pretrained,
+                           refuse_unless, resolve_arch, resolve_fsla_stages)
 
 __all__ = ['BOATSwinTransformer']
 
@@ -33,6 +35,7 @@ __all__ = ['BOATSwinTransformer']
 SHIFT_MASK_VALUE = -100.0
 DEFAULT_WINDOW_SIZE = 7
 PATCH_SIZE = 4
+PATCH_MERGING_STRIDE = 2
 
 
 @lru_cache(maxsize=128)
@@ -86,11 +89,11 @@ class WindowMSA(nn.Module):
     """Window multi-head self-attention with a learned relative position bias (Swin)."""
 
     def __init__(self, embed_dims: int, num_heads: int, window_size: int, qkv_bias: bool = True,
-                 attn_drop: float = 0.0, proj_drop: float = 0.0):
+                 attn_drop: float = 0.0, proj_drop: float = 0.0, qk_scale: Optional[float] = None):
         super().__init__()
         self.num_heads = num_heads
         self.window_size = window_size
-        self.scale = (embed_dims // num_heads) ** -0.5
+        self.scale = qk_scale or (embed_dims // num_heads) ** -0.5
         self.relative_position_bias_table = nn.Parameter(
             torch.zeros((2 * window_size - 1) ** 2, num_heads))
         coords = torch.stack(torch.meshgrid(torch.arange(window_size), torch.arange(window_size),
@@ -125,12 +128,13 @@ class BOATSwinBlock(BilateralBlock):
 
     def __init__(self, embed_dims: int, num_heads: int, window_size: int, shift: bool, use_fsla: bool,
                  mlp_ratio: float = 4.0, qkv_bias: bool = True, drop: float = 0.0, attn_drop: float = 0.0,
-                 drop_path: float = 0.0, fsla_cfg: Optional[dict] = None, with_cp: bool = False):
+                 drop_path: float = 0.0, fsla_cfg: Optional[dict] = None, with_cp: bool = False,
+                 qk_scale: Optional[float] = None):
         super().__init__()
         self.window_size = window_size
         self.shift_size = window_size // 2 if shift else 0
         self.norm1 = nn.LayerNorm(embed_dims)
-        self.attn = WindowMSA(embed_dims, num_heads, window_size, qkv_bias, attn_drop, drop)
+        self.attn = WindowMSA(embed_dims, num_heads, window_size, qkv_bias, attn_drop, drop, qk_scale)
         self._build_shared(embed_dims, num_heads, use_fsla, fsla_cfg, qkv_bias, attn_drop, drop, mlp_ratio, drop,
                            drop_path, with_cp)
 
@@ -209,18 +213,22 @@ class BOATSwinStage(nn.Module):
 
 @register_model
 class BOATSwinTransformer(BOATBackbone):
-    """BOAT-Swin backbone for mmpretrain, mmdet and mmseg.
+    """BOAT-Swin backbone for mmpretrain, mmdet and mmseg, and a drop-in for their ``SwinTransformer``.
 
     Args:
-        arch: 'tiny'/'small'/'base' (or 't'/'s'/'b'), or a dict with keys ``embed_dims``, ``depths``,
-            ``num_heads``.
+        arch: 'tiny'/'small'/'base'/'large' (or 't'/'s'/'b'/'l'), or a dict with keys ``embed_dims``,
+            ``depths``, ``num_heads``. Alternatively give ``embed_dims``/``depths``/``num_heads`` directly
+            (the mmdet/mmseg way; missing ones default to the tiny model). Both ways at once must agree.
         in_channels: image channels.
+        patch_size: side of the non-overlapping patch embedding (released: 4).
         window_size: Swin window (released: 7).
         mlp_ratio: MLP hidden / embed dims.
         qkv_bias: bias in all qkv projections.
+        qk_scale: window-attention scale (None: head_dim ** -0.5); FSLA keeps ``fsla_qk_scale``.
         drop_rate, attn_drop_rate, drop_path_rate: dropout, attention dropout, stochastic depth (linear
             over blocks; FSLA is not under drop path, as released).
-        fsla_stages: stages whose shifted blocks carry FSLA (released: 0, 1, 2).
+        fsla_stages: stages whose shifted blocks carry FSLA; None: every stage but the last (released:
+            0, 1, 2); ``()`` builds plain Swin.
         cluster_size, overlap, kmeans_iters, temperature, fsla_qk_scale: FSLA settings, released defaults
             (``fsla_qk_scale=None`` means head_dim ** -0.5, as BOAT-Swin was trained).
         out_indices: stages whose outputs are returned (each through its own ``norm{i}``).
@@ -228,39 +236,70 @@ class BOATSwinTransformer(BOATBackbone):
         norm_eval: keep normalisation layers in eval mode while training.
         with_cp: gradient checkpointing per block.
         init_cfg: mmengine init config (e.g. ``dict(type='Pretrained', checkpoint=..., prefix='backbone.')``).
+        convert_weights: mmdet's flag for an ``init_cfg`` checkpoint in the official Swin layout. Honoured
+            for every upstream layout, whether set or not: the layout is read off the keys (official Swin,
+            released BOAT, mmdet/mmseg/mmpretrain Swin) and converted on load; parameters the checkpoint
+            lacks (FSLA, extra output norms) keep their fresh initialisation and are listed in the log.
+        pretrained: deprecated alias of ``init_cfg=dict(type='Pretrained', checkpoint=pretrained)``.
+
+    Stock arguments accepted because they change nothing here: ``pretrain_img_size`` and ``img_size``
+    (they size absolute position embeddings, which BOAT has not), ``interpolate_mode`` (resizes those),
+    ``pad_small_map`` (maps smaller than a window are always padded, with the padded keys masked).
+    Refused with a ``ValueError`` at construction, because BOAT cannot honour them:
+    ``use_abs_pos_embed=True``, ``strides`` other than ``(patch_size, 2, 2, 2)``, ``patch_norm=False``,
+    ``act_cfg`` other than GELU, ``norm_cfg`` other than LN, ``out_after_downsample=True``, non-empty
+    ``stage_cfgs`` / ``patch_cfg``.
     """
     arch_zoo = {
         **dict.fromkeys(['t', 'tiny'], dict(embed_dims=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24))),
         **dict.fromkeys(['s', 'small'], dict(embed_dims=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24))),
         **dict.fromkeys(['b', 'base'], dict(embed_dims=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32))),
+        **dict.fromkeys(['l', 'large'], dict(embed_dims=192, depths=(2, 2, 18, 2), num_heads=(6, 12, 24, 48))),
     }
     essential_keys = ('embed_dims', 'depths', 'num_heads')
 
-    def __init__(self, arch='tiny', in_channels: int = 3, window_size: int = DEFAULT_WINDOW_SIZE,
-                 mlp_ratio: float = 4.0, qkv_bias: bool = True, drop_rate: float = 0.0,
-                 attn_drop_rate: float = 0.0, drop_path_rate: float = 0.1,
-                 fsla_stages: Sequence[int] = (0, 1, 2), cluster_size: int = DEFAULT_CLUSTER_SIZE,
-                 overlap: int = DEFAULT_OVERLAP, kmeans_iters: int = DEFAULT_KMEANS_ITERS,
-                 temperature: float = DEFAULT_TEMPERATURE, fsla_qk_scale: Optional[float] = None,
-                 out_indices: Sequence[int] = (0, 1, 2, 3), frozen_stages: int = -1, norm_eval: bool = False,
-                 with_cp: bool = False, init_cfg=None):
-        super().__init__(init_cfg=init_cfg)
-        settings = parse_arch(arch, self.arch_zoo, self.essential_keys, type(self).__name__)
+    def __init__(self, arch=None, in_channels: int = 3, patch_size: int = PATCH_SIZE,
+                 window_size: int = DEFAULT_WINDOW_SIZE, mlp_ratio: float = 4.0, qkv_bias: bool = True,
+                 qk_scale: Optional[float] = None, drop_rate: float = 0.0, attn_drop_rate: float = 0.0,
+                 drop_path_rate: float = 0.1, fsla_stages: Optional[Sequence[int]] = None,
+                 cluster_size: int = DEFAULT_CLUSTER_SIZE, overlap: int = DEFAULT_OVERLAP,
+                 kmeans_iters: int = DEFAULT_KMEANS_ITERS, temperature: float = DEFAULT_TEMPERATURE,
+                 fsla_qk_scale: Optional[float] = None, out_indices: Sequence[int] = (0, 1, 2, 3),
+                 frozen_stages: int = -1, norm_eval: bool = False, with_cp: bool = False, init_cfg=None,
+                 # the architecture the mmdet/mmseg way
+                 embed_dims: Optional[int] = None, depths: Optional[Sequence[int]] = None,
+                 num_heads: Optional[Sequence[int]] = None,
+                 # stock arguments checked against what BOAT can honour
+                 strides: Optional[Sequence[int]] = None, patch_norm: bool = True,
+                 use_abs_pos_embed: bool = False, act_cfg: Optional[dict] = None, norm_cfg: Optional[dict] = None,
+                 out_after_downsample: bool = False, stage_cfgs: Optional[dict] = None,
+                 patch_cfg: Optional[dict] = None, convert_weights: bool = False, pretrained: Optional[str] = None,
+                 # stock arguments with no effect on BOAT (see the class docstring)
+                 pretrain_img_size=None, img_size=None, interpolate_mode: str = 'bicubic',
+                 pad_small_map: bool = False):
+        name = type(self).__name__
+        super().__init__(init_cfg=init_cfg_from_pretrained(name, pretrained, init_cfg))
+        settings = resolve_arch(name, arch, dict(embed_dims=embed_dims, depths=depths, num_heads=num_heads),
+                                self.arch_zoo, self.essential_keys)
         depths, num_heads = tuple(settings['depths']), tuple(settings['num_heads'])
         if len(depths) != len(num_heads):
             raise ValueError(f'depths {depths} and num_heads {num_heads} must have the same length')
         num_stages = len(depths)
-        if any(not 0 <= i < num_stages for i in fsla_stages):
-            raise ValueError(f'fsla_stages must be stage indices in [0, {num_stages}), got {fsla_stages}')
+        self._check_stock_arguments(num_stages, patch_size, strides, patch_norm, use_abs_pos_embed, act_cfg,
+                                    norm_cfg, out_after_downsample, stage_cfgs, patch_cfg)
+        # Released: FSLA in every stage but the last (those larger than a window at 224).
+        fsla_stages = resolve_fsla_stages(name, fsla_stages, num_stages, default=range(num_stages - 1))
         if window_size < 1:
             raise ValueError(f'window_size must be >= 1, got {window_size}')
         embed_dims = settings['embed_dims']
         self._setup_outputs([embed_dims * 2 ** i for i in range(num_stages)], out_indices, frozen_stages,
                             norm_eval, in_channels)
+        self.convert_weights = convert_weights
+        self.fsla_stages = fsla_stages
         fsla_cfg = dict(cluster_size=cluster_size, overlap=overlap, kmeans_iters=kmeans_iters,
                         temperature=temperature, qk_scale=fsla_qk_scale)
 
-        self.patch_embed = PatchEmbed(in_channels, embed_dims)
+        self.patch_embed = PatchEmbed(in_channels, embed_dims, patch_size)
         self.drop_after_pos = nn.Dropout(drop_rate)
         drop_paths = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
         self.stages = nn.ModuleList()
@@ -269,9 +308,31 @@ class BOATSwinTransformer(BOATBackbone):
             self.stages.append(BOATSwinStage(
                 self.num_features[i], depth, heads, window_size, use_fsla=i in fsla_stages,
                 drop_paths=drop_paths[start:start + depth], downsample=i < num_stages - 1,
-                mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop=drop_rate, attn_drop=attn_drop_rate,
-                fsla_cfg=fsla_cfg, with_cp=with_cp))
+                mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, qk_scale=qk_scale, drop=drop_rate,
+                attn_drop=attn_drop_rate, fsla_cfg=fsla_cfg, with_cp=with_cp))
         self._add_output_norms()
+
+    @classmethod
+    def _check_stock_arguments(cls, num_stages, patch_size, strides, patch_norm, use_abs_pos_embed, act_cfg,
+                               norm_cfg, out_after_downsample, stage_cfgs, patch_cfg) -> None:
+        """Refuse, at construction, every stock Swin setting that BOAT-Swin cannot honour."""
+        name = cls.__name__
+        refuse_unless(isinstance(patch_size, int) and patch_size >= 1, name, 'patch_size', patch_size,
+                      'a positive int (released: 4)')
+        expected_strides = (patch_size,) + (PATCH_MERGING_STRIDE,) * (num_stages - 1)
+        refuse_unless(strides is None or tuple(strides) == expected_strides, name, 'strides', strides,
+                      f'the patch embedding strides by patch_size and every patch merging by '
+                      f'{PATCH_MERGING_STRIDE}: strides={expected_strides}')
+        refuse_unless(patch_norm, name, 'patch_norm', patch_norm,
+                      'the patch embedding always has its LayerNorm (patch_norm=True)')
+        refuse_unless(not use_abs_pos_embed, name, 'use_abs_pos_embed', use_abs_pos_embed,
+                      'BOAT-Swin has no absolute position embedding (use_abs_pos_embed=False)')
+        check_act_cfg(name, act_cfg)
+        check_norm_cfg(name, norm_cfg)
+        refuse_unless(not out_after_downsample, name, 'out_after_downsample', out_after_downsample,
+                      'stage outputs are taken before patch merging (out_after_downsample=False)')
+        check_empty_cfg(name, 'stage_cfgs', stage_cfgs)
+        check_empty_cfg(name, 'patch_cfg', patch_cfg)
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         self._check_input(x)
