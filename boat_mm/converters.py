@@ -66,6 +66,7 @@ _RENAMES: Dict[str, List[Tuple[str, str]]] = {
         (r'\.attn\.w_msa\.', '.attn.'),
         (r'\.ffn\.layers\.0\.0\.', '.mlp.fc1.'),
         (r'\.ffn\.layers\.1\.', '.mlp.fc2.'),
+        (r'^norm\.', 'norm3.'),  # an official classifier norm some converters leave as it was
     ],
 }
 

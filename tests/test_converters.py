@@ -285,7 +285,7 @@ def test_official_swin_cross_checked_against_mmseg_swin():
     # mmdet's converter maps no output norm (it leaves the classifier's final norm and the masks unused)
     assert all(k.startswith('norm.') or k.endswith('attn_mask') for k in unexpected)
     assert all(re.match(r'norm\d\.', k) for k in missing)
-    ours = BOATSwinTransformer('tiny', fsla_stages=())
+    ours = BOATSwinTransformer('tiny', fsla_stages=(), out_indices=(0, 1, 2, 3))
     ours_state = backbone_state_dict(convert_state_dict(state))
     for i in range(4):  # output norms mmdet's converter does not load: the same values on both sides
         for p in ('weight', 'bias'):
@@ -310,7 +310,7 @@ def test_toolbox_swin_backbone_converts_and_matches_mmseg():
     cfg, _ = infer_backbone_cfg(state)
     assert cfg == dict(type='BOATSwinTransformer', arch='tiny', in_channels=3, patch_size=4, window_size=7,
                        mlp_ratio=4.0, qkv_bias=True, fsla_stages=())
-    ours = BOATSwinTransformer('tiny', fsla_stages=())
+    ours = BOATSwinTransformer('tiny', fsla_stages=(), out_indices=(0, 1, 2, 3))
     ours.load_state_dict(backbone_state_dict(convert_state_dict(state)), strict=True)
     x = torch.randn(1, 3, 448, 448)
     for a, b in zip(_forward_stages(ours, x), _forward_stages(peer, x)):

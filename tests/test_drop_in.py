@@ -52,7 +52,8 @@ def test_stock_swin_config_swaps_by_type_alone(tmp_path, name):
     # the stock settings are honoured, not just tolerated
     last_block = backbone.stages[-1].blocks[-1]
     assert last_block.drop_path.drop_prob == pytest.approx(stock.drop_path_rate)
-    assert backbone.out_indices == tuple(stock.get('out_indices', (0, 1, 2, 3)))
+    toolbox_default = (3,) if cfg.default_scope == 'mmpretrain' else (0, 1, 2, 3)  # as the toolbox's own Swin
+    assert backbone.out_indices == tuple(stock.get('out_indices', toolbox_default))
     if cfg.default_scope == 'mmpretrain':
         with torch.no_grad():
             logits = model.eval()(torch.randn(1, 3, 224, 224), mode='tensor')
@@ -82,6 +83,21 @@ def test_convert_weights_loads_official_swin_through_the_converter(tmp_path):
     assert 'stages.0.blocks.1.fsla.qkv.weight' in log and 'stages.0.blocks.1.norm_fsla.weight' in log
     assert 'norm0.weight' in log  # detection output norms the classifier checkpoint has not
     assert 'attn.qkv.weight' not in log.replace('fsla.qkv.weight', '')
+
+
+def test_stock_mmseg_init_cfg_in_openmmlab_swin_layout_is_converted(tmp_path):
+    """mmseg's stock Swin configs name an mmseg-layout Swin checkpoint (no convert_weights flag): it loads."""
+    from mmseg.models.backbones import SwinTransformer
+    torch.manual_seed(0)
+    peer_state = SwinTransformer(embed_dims=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24)).state_dict()
+    path = tmp_path / 'swin_tiny_mmseg.pth'
+    torch.save({'state_dict': peer_state}, str(path))
+    cfg = swapped_config(tmp_path, STOCK_SWIN_CONFIGS['mmseg-T'][0],
+                         f"type='BOATSwinTransformer', init_cfg=dict(type='Pretrained', checkpoint={str(path)!r})")
+    backbone = build(cfg).backbone
+    backbone.init_weights()
+    assert torch.equal(backbone.stages[1].blocks[0].mlp.fc1.weight, peer_state['stages.1.blocks.0.ffn.layers.0.0.weight'])
+    assert torch.equal(backbone.patch_embed.proj.weight, peer_state['patch_embed.projection.weight'])
 
 
 def _demo_batch_config(cfg, data_root, scale, crop_size=None):
@@ -249,3 +265,25 @@ def test_one_fsla_switch_in_both_backbones():
     with warnings.catch_warnings():
         warnings.simplefilter('error')
         BOATCSWinTransformer(**TWO_STAGE_CSWIN)
+
+
+def test_out_indices_default_follows_the_toolbox(tmp_path):
+    """mmpretrain's Swin returns the last stage, mmdet's and mmseg's every stage: unused output norms
+    would get no gradient and stop DDP (find_unused_parameters=False) in a swapped classifier."""
+    from mmengine.registry import DefaultScope
+    assert BOATSwinTransformer().out_indices == (0, 1, 2, 3)
+    for scope, expected in (('mmpretrain', (3,)), ('mmdet', (0, 1, 2, 3)), ('mmseg', (0, 1, 2, 3))):
+        with DefaultScope.overwrite_default_scope(scope):
+            assert BOATSwinTransformer().out_indices == expected
+            assert BOATCSWinTransformer().out_indices == expected
+    classifier = build(swapped_config(tmp_path, STOCK_SWIN_CONFIGS['mmpretrain-T'][0]))
+    assert classifier.backbone.out_indices == (3,)
+    assert num_params(classifier) == 30_265_186  # the released BOAT-Swin-T classifier
+    loss = classifier.loss(torch.randn(2, 3, 64, 64), [_label(0), _label(1)])
+    sum(loss.values()).backward()
+    assert all(p.grad is not None for p in classifier.parameters() if p.requires_grad)
+
+
+def _label(index):
+    from mmpretrain.structures import DataSample
+    return DataSample().set_gt_label(index)

@@ -20,14 +20,30 @@ __all__ = ['BOATBackbone', 'BilateralBlock']
 LINEAR_INIT_STD = 0.02
 
 
+# Toolboxes whose backbones return only the last stage by default (classification).
+LAST_STAGE_ONLY_SCOPES = ('mmpretrain',)
+
+
+def default_out_indices(num_stages: int) -> Tuple[int, ...]:
+    """The ``out_indices`` default of the toolbox building the backbone, as each defines it for its Swin:
+    mmpretrain returns the last stage, mmdet and mmseg every stage (also the default outside any scope)."""
+    from mmengine.registry import DefaultScope
+    scope = DefaultScope.get_current_instance()
+    if scope is not None and scope.scope_name in LAST_STAGE_ONLY_SCOPES:
+        return (num_stages - 1,)
+    return tuple(range(num_stages))
+
+
 class BOATBackbone(BaseModule):
     """Base of the BOAT backbones: argument checks, ``norm{i}`` outputs, freezing, ``norm_eval``, init.
 
     Subclasses build ``self.patch_embed`` and ``self.stages`` and call ``_add_output_norms``."""
 
-    def _setup_outputs(self, num_features: Sequence[int], out_indices: Union[int, Sequence[int]],
+    def _setup_outputs(self, num_features: Sequence[int], out_indices: Union[None, int, Sequence[int]],
                        frozen_stages: int, norm_eval: bool, in_channels: int) -> None:
         num_stages = len(num_features)
+        if out_indices is None:
+            out_indices = default_out_indices(num_stages)
         if isinstance(out_indices, int):
             out_indices = (out_indices,)
         out_indices = tuple(i + num_stages if i < 0 else i for i in out_indices)

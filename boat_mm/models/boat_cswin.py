@@ -170,7 +170,9 @@ class BOATCSWinTransformer(BOATBackbone):
             builds plain CSWin. ``with_fsla`` is its deprecated spelling (False: ``fsla_stages=()``).
         cluster_size, overlap, kmeans_iters, temperature: FSLA settings, released defaults.
         fsla_qk_scale: FSLA attention scale; released BOAT-CSWin: 1.0 (None: head_dim ** -0.5).
-        out_indices, frozen_stages, norm_eval, with_cp, init_cfg: as in the OpenMMLab backbones.
+        out_indices: stages whose outputs are returned; None: the building toolbox's default, the last stage
+            under mmpretrain, every stage otherwise.
+        frozen_stages, norm_eval, with_cp, init_cfg: as in the OpenMMLab backbones.
         convert_weights: accepted as in BOAT-Swin: an ``init_cfg`` checkpoint in an upstream layout (official
             CSWin, released BOAT-CSWin) is recognised by its keys and converted on load, whether set or not;
             parameters it lacks keep their fresh initialisation and are listed in the log.
@@ -201,7 +203,7 @@ class BOATCSWinTransformer(BOATBackbone):
                  overlap: int = DEFAULT_OVERLAP, kmeans_iters: int = DEFAULT_KMEANS_ITERS,
                  temperature: float = DEFAULT_TEMPERATURE,
                  fsla_qk_scale: Optional[float] = RELEASED_CSWIN_FSLA_SCALE, with_fsla: Optional[bool] = None,
-                 out_indices: Sequence[int] = (0, 1, 2, 3), frozen_stages: int = -1, norm_eval: bool = False,
+                 out_indices: Optional[Sequence[int]] = None, frozen_stages: int = -1, norm_eval: bool = False,
                  with_cp: Optional[bool] = None, init_cfg=None, convert_weights: bool = False,
                  pretrained: Optional[str] = None,
                  # the architecture the OpenMMLab way

@@ -231,7 +231,8 @@ class BOATSwinTransformer(BOATBackbone):
             0, 1, 2); ``()`` builds plain Swin.
         cluster_size, overlap, kmeans_iters, temperature, fsla_qk_scale: FSLA settings, released defaults
             (``fsla_qk_scale=None`` means head_dim ** -0.5, as BOAT-Swin was trained).
-        out_indices: stages whose outputs are returned (each through its own ``norm{i}``).
+        out_indices: stages whose outputs are returned (each through its own ``norm{i}``); None: the
+            building toolbox's default, the last stage under mmpretrain, every stage otherwise.
         frozen_stages: freeze the patch embedding and the first ``frozen_stages`` stages (-1: none).
         norm_eval: keep normalisation layers in eval mode while training.
         with_cp: gradient checkpointing per block.
@@ -264,7 +265,7 @@ class BOATSwinTransformer(BOATBackbone):
                  drop_path_rate: float = 0.1, fsla_stages: Optional[Sequence[int]] = None,
                  cluster_size: int = DEFAULT_CLUSTER_SIZE, overlap: int = DEFAULT_OVERLAP,
                  kmeans_iters: int = DEFAULT_KMEANS_ITERS, temperature: float = DEFAULT_TEMPERATURE,
-                 fsla_qk_scale: Optional[float] = None, out_indices: Sequence[int] = (0, 1, 2, 3),
+                 fsla_qk_scale: Optional[float] = None, out_indices: Optional[Sequence[int]] = None,
                  frozen_stages: int = -1, norm_eval: bool = False, with_cp: bool = False, init_cfg=None,
                  # the architecture the mmdet/mmseg way
                  embed_dims: Optional[int] = None, depths: Optional[Sequence[int]] = None,
