@@ -271,12 +271,14 @@ def test_unbuildable_native_kernel_falls_back_with_a_warning(tmp_path):
 
 
 @needs_native
-def test_torch_compile_runs_the_native_kernel_eagerly():
-    """Under torch.compile the ctypes call must see real tensors (it crashed the process when traced)."""
+def test_torch_compile_takes_the_torch_clustering_in_one_graph():
+    """Under torch.compile the ctypes kernel is never traced (it crashed the process when it was): the
+    torch clustering runs inside the graph, with no break (fullgraph), and matches eager (the kernel)."""
     torch.manual_seed(0)
     module = FeatureSpaceLocalAttention(32, 2).eval()
     x = torch.randn(2, 196, 32)
+    torch._dynamo.reset()
     with torch.no_grad():
         eager = module(x, (14, 14))
-        compiled = torch.compile(module)(x, (14, 14))
+        compiled = torch.compile(module, fullgraph=True, backend='aot_eager')(x, (14, 14))
     torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-4)

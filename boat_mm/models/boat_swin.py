@@ -14,7 +14,6 @@ the released models, whose last stage at 224 is exactly one window).
 
 Parameter names follow the released checkpoints up to a short rename table (see ``boat_mm.converters``).
 """
-from functools import lru_cache
 from typing import Optional, Sequence, Tuple
 
 import torch
@@ -25,7 +24,7 @@ from ..registry import register_model
 from .feature_space_attention import (DEFAULT_CLUSTER_SIZE, DEFAULT_KMEANS_ITERS, DEFAULT_OVERLAP,
                                       DEFAULT_TEMPERATURE)
 from .base_backbone import BilateralBlock, BOATBackbone
-from .layers import pad_to_multiple
+from .layers import cache_outside_tracing, pad_to_multiple
 from .toolbox_args import (check_act_cfg, check_empty_cfg, check_norm_cfg, init_cfg_from_pretrained,
                            refuse_unless, resolve_arch, resolve_fsla_stages)
 
@@ -38,7 +37,7 @@ PATCH_SIZE = 4
 PATCH_MERGING_STRIDE = 2
 
 
-@lru_cache(maxsize=128)
+@cache_outside_tracing(maxsize=128)
 def _window_mask(height: int, width: int, window: int, shift: int,
                  device: torch.device) -> Optional[torch.Tensor]:
     """Additive (num_windows, window**2, window**2) mask for a (height, width) map padded to window

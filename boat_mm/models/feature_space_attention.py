@@ -12,18 +12,19 @@ token's output. Pad slots are spread evenly over the tree (at most one per leaf 
 every cluster within ``[cluster_size / 2, 2 * cluster_size]`` real tokens. Because the number of pad
 slots in every group is fixed by ``N`` alone, all index bookkeeping for them is static and cached.
 
-Clustering has two implementations with the same clusters: on CPU a fused C++ kernel
-(``native_clustering``, depth first, O(n) partitions per split), elsewhere (GPU, or no compiler) the
-torch code below, which batches every level over all groups.
+Clustering has two implementations with the same clusters: in eager CPU runs a fused C++ kernel
+(``native_clustering``, depth first, O(n) partitions per split), elsewhere (GPU, torch.compile /
+torch.export / ONNX tracing, or no compiler) the torch code below, which batches every level over all
+groups, with shapes fixed by N alone and no host-device synchronisation.
 """
 import math
-from functools import lru_cache
 from typing import List, NamedTuple, Optional, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .layers import cache_outside_tracing, is_tracing
 from .native_clustering import cluster_native
 
 __all__ = ['FeatureSpaceLocalAttention', 'ClusterPlan', 'plan_clusters', 'balanced_hierarchical_clustering',
@@ -91,7 +92,7 @@ def _split_pads(pads: int) -> Tuple[int, int]:
     return (pads + 1) // 2, pads // 2
 
 
-@lru_cache(maxsize=256)
+@cache_outside_tracing(maxsize=256)
 def plan_clusters(num_tokens: int, cluster_size: int = DEFAULT_CLUSTER_SIZE,
                   overlap: int = DEFAULT_OVERLAP,
                   device: Optional[torch.device] = None) -> ClusterPlan:
@@ -264,7 +265,8 @@ def balanced_hierarchical_clustering(q: torch.Tensor, plan: ClusterPlan,
     q = q.detach().float() if q.dtype in (torch.float16, torch.bfloat16) else q.detach()
     if rows < total:
         q = F.pad(q, (0, 0, 0, total - rows))
-    if use_native and q.device.type == 'cpu':
+    eager_cpu = q.device.type == 'cpu' and not is_tracing()
+    if use_native and eager_cpu:
         perm = cluster_native(q, plan.num_levels, total - plan.num_tokens, plan.overlap, kmeans_iters,
                               temperature, NORMALIZE_EPS)
         if perm is not None:
@@ -274,9 +276,10 @@ def balanced_hierarchical_clustering(q: torch.Tensor, plan: ClusterPlan,
     perm = torch.arange(total, device=device).unsqueeze(0).repeat(bh, 1)
     # The first levels split big groups over the whole tensor; once the data no longer fits in the CPU
     # cache, each group's subtree is finished chunk by chunk (one row, a few groups, contiguous) so
-    # that the deeper levels run on data that stays in cache.
+    # that the deeper levels run on data that stays in cache. Only in eager CPU runs: on a GPU (and in
+    # traced graphs) every level runs batched over all rows and groups, with no host-side loop.
     split_level = plan.num_levels
-    if bh * total * d > CACHE_CHUNK_ELEMENTS:
+    if eager_cpu and bh * total * d > CACHE_CHUNK_ELEMENTS:
         split_level = 0
         while split_level < plan.num_levels and (total >> split_level) * d > CACHE_CHUNK_ELEMENTS:
             split_level += 1

@@ -1,15 +1,40 @@
 """Small layers shared by both BOAT backbones (one idea each, no toolbox dependency)."""
-from typing import Iterable, Sequence, Tuple
+import functools
+from typing import Callable, Iterable, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.modules.batchnorm import _BatchNorm
 
-__all__ = ['DropPath', 'Mlp', 'pad_to_multiple', 'tokens_to_nchw', 'freeze', 'NORM_LAYERS', 'parse_arch']
+__all__ = ['DropPath', 'Mlp', 'pad_to_multiple', 'tokens_to_nchw', 'freeze', 'NORM_LAYERS', 'parse_arch',
+           'is_tracing', 'cache_outside_tracing']
 
 # Layers that ``norm_eval`` keeps in eval mode.
 NORM_LAYERS = (nn.LayerNorm, nn.GroupNorm, _BatchNorm)
+
+
+def is_tracing() -> bool:
+    """True under torch.compile / torch.export (dynamo) and torch.jit.trace (TorchScript ONNX export, FLOP
+    counters)."""
+    return torch.compiler.is_compiling() or torch.jit.is_tracing()
+
+
+def cache_outside_tracing(maxsize: int) -> Callable:
+    """``functools.lru_cache`` for functions that build tensors from Python values, bypassed while tracing:
+    tensors made during torch.compile / torch.export are fake, and a cache must never hand them to a later
+    eager call (and a trace should record how they are built)."""
+    def decorate(function):
+        cached = functools.lru_cache(maxsize=maxsize)(function)
+
+        @functools.wraps(function)
+        def wrapper(*args, **kwargs):
+            if is_tracing():
+                return function(*args, **kwargs)
+            return cached(*args, **kwargs)
+        wrapper.cache_clear, wrapper.cache_info = cached.cache_clear, cached.cache_info
+        return wrapper
+    return decorate
 
 
 class DropPath(nn.Module):

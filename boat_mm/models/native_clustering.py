@@ -21,6 +21,7 @@ from typing import Optional
 import torch
 
 from ..env import switched_on
+from .layers import is_tracing
 
 __all__ = ['native_clustering_available', 'cluster_native', 'NATIVE_ENV']
 
@@ -98,20 +99,16 @@ def _load():
 
 def native_clustering_available(q: torch.Tensor) -> bool:
     """True when ``q`` can be clustered by the fused kernel: a CPU float32/float64 tensor, not traced,
-    the kernel enabled and buildable."""
-    if q.device.type != 'cpu' or q.dtype not in (torch.float32, torch.float64) or torch.jit.is_tracing():
+    the kernel enabled and buildable.
+
+    A traced graph cannot hold the ctypes call (its tensors have no real memory, and a trace would freeze
+    the kernel's output as a constant), so tracing always takes the torch clustering: the graph stays
+    whole (no break), portable (ONNX, other runtimes) and free of host syncs."""
+    if q.device.type != 'cpu' or q.dtype not in (torch.float32, torch.float64) or is_tracing():
         return False
     return switched_on(NATIVE_ENV) and _load() is not None
 
 
-def _eager_only(function):
-    """torch.compile must not trace into the ctypes call (under tracing a tensor's data_ptr is not its
-    real memory): run the function eagerly, as a graph break."""
-    disable = getattr(getattr(torch, 'compiler', None), 'disable', None)
-    return disable(function) if disable is not None else function
-
-
-@_eager_only
 def cluster_native(q: torch.Tensor, num_levels: int, num_pads: int, overlap: int, kmeans_iters: int,
                    temperature: float, eps: float) -> Optional[torch.Tensor]:
     """Cluster q (rows, slots, d), already padded to the plan's slots (pads at the end); returns perm
