@@ -1,10 +1,13 @@
 """The benchmark scripts run and print their tables; metafile.yml points at real configs."""
+import os
 import os.path as osp
 import platform
 import re
 import subprocess
 import sys
 
+import pytest
+import torch
 import yaml
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -45,3 +48,10 @@ def test_metafile_lists_every_task_config():
                     f'configs/mask-rcnn_boat_{family}{size}_coco_1x.py'} <= configs
     params = {m['Name']: m['Metadata']['Parameters'] for m in meta['Models']}
     assert params['cls_boat_swin_imagenet'] == 30_265_186 and params['cls_boat_cswin-b_imagenet'] == 89_628_712
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='with CUDA the script runs the GPU checks (minutes)')
+def test_gpu_check_says_when_there_is_no_gpu():
+    result = subprocess.run(['bash', 'benchmarks/gpu_check.sh'], cwd=REPO, capture_output=True, text=True,
+                            timeout=120, env={**os.environ, 'PYTHON': sys.executable})
+    assert result.returncode != 0 and 'gpu_check: no CUDA device' in result.stderr
