@@ -74,8 +74,6 @@ _RENAMES: Dict[str, List[Tuple[str, str]]] = {
 _SIGNATURES = {SWIN: 'layers.0.blocks.0.attn.qkv.weight', CSWIN: 'stage1_conv_embed.0.weight',
                TOOLBOX_SWIN: 'stages.0.blocks.0.attn.w_msa.qkv.weight'}
 _OURS_SIGNATURE = 'stages.0.blocks.0.attn.qkv.weight'
-# Keys that exist only with FSLA, per upstream layout.
-_FSLA_KEY = {SWIN: re.compile(r'^layers\.(\d+)\.blocks\.\d+\.attnC\.'), CSWIN: re.compile(r'^stage(\d)\.\d+\.content_attn\.')}
 
 
 def _strip_backbone_prefix(key: str) -> str:
@@ -106,10 +104,6 @@ def _upstream_layout(state_dict: Dict[str, torch.Tensor]) -> str:
 def detect_family(state_dict: Dict[str, torch.Tensor]) -> str:
     """'boat_swin' or 'boat_cswin': which of our backbones an upstream checkpoint is for."""
     return CSWIN if _upstream_layout(state_dict) == CSWIN else SWIN
-
-
-def _has_fsla(state_dict, layout: str) -> bool:
-    return layout in _FSLA_KEY and any(_FSLA_KEY[layout].match(k) for k in state_dict)
 
 
 def _unfold_to_concat_order(tensor: torch.Tensor) -> torch.Tensor:
@@ -231,11 +225,15 @@ def _mlp_ratio(backbone, embed_dims: int) -> float:
     return hidden / embed_dims
 
 
+def _backbone_class(type_name: str):
+    """Our backbone class of that ``type`` name."""
+    from .models import BOATCSWinTransformer, BOATSwinTransformer
+    return BOATSwinTransformer if type_name == BACKBONE_TYPES[SWIN] else BOATCSWinTransformer
+
+
 def _named_arch(family: str, arch: dict) -> Optional[str]:
     """The released arch name with exactly these settings, if any."""
-    from .models import BOATCSWinTransformer, BOATSwinTransformer
-    zoo = (BOATSwinTransformer if family == SWIN else BOATCSWinTransformer).arch_zoo
-    for name, settings in zoo.items():
+    for name, settings in _backbone_class(BACKBONE_TYPES[family]).arch_zoo.items():
         if len(name) > 1 and {k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in settings.items()} == arch:
             return name
     return None
@@ -266,9 +264,8 @@ def _cswin_cfg(backbone: Dict[str, torch.Tensor], num_heads: Optional[Sequence[i
     dims = [backbone[f'stages.{i}.blocks.0.norm1.weight'].shape[0] for i in range(len(depths))]
     if dims != [embed_dims * 2 ** i for i in range(len(depths))]:
         raise ValueError(f'stage channels {dims} do not double from stage to stage, as BOAT-CSWin needs')
-    from .models import BOATCSWinTransformer
     notes = []
-    released = {name: settings for name, settings in BOATCSWinTransformer.arch_zoo.items()
+    released = {name: settings for name, settings in _backbone_class(BACKBONE_TYPES[CSWIN]).arch_zoo.items()
                 if settings['embed_dims'] == embed_dims and tuple(settings['depths']) == depths}
     for name, given in (('num_heads', num_heads), ('split_sizes', split_sizes)):
         if given is None:
@@ -292,8 +289,13 @@ def infer_backbone_cfg(state_dict: Dict[str, torch.Tensor], num_heads: Optional[
     notes on what was not read off the weights. Swin heads come from the relative position tables;
     CSWin ``num_heads``/``split_sizes`` are not in any shape: pass them, or they are taken from the
     released model with the same width and depths (a note says so)."""
-    family = detect_family(state_dict)
-    backbone = backbone_state_dict(convert_state_dict(state_dict))
+    return _infer_from_converted(detect_family(state_dict), convert_state_dict(state_dict), num_heads, split_sizes)
+
+
+def _infer_from_converted(family: str, converted: Dict[str, torch.Tensor], num_heads: Optional[Sequence[int]],
+                          split_sizes: Optional[Sequence[int]]) -> Tuple[dict, List[str]]:
+    """``infer_backbone_cfg`` on a state dict already converted to our layout."""
+    backbone = backbone_state_dict(converted)
     if family == SWIN:
         if num_heads is not None or split_sizes is not None:
             raise ValueError('Swin heads are read off the weights (relative position tables) and split sizes are '
@@ -310,17 +312,12 @@ def detect_arch(state_dict: Dict[str, torch.Tensor]) -> Tuple[str, object]:
     return detect_family(state_dict), cfg['arch']
 
 
-def _released_fsla_stages(cfg: dict) -> tuple:
-    """The backbone's default FSLA placement for this arch (Swin: all stages but the last; CSWin: all)."""
-    arch = cfg['arch']
-    num_stages = len(arch['depths']) if isinstance(arch, dict) else RELEASED_NUM_STAGES
-    return tuple(range(num_stages - 1 if cfg['type'] == BACKBONE_TYPES[SWIN] else num_stages))
-
-
 def format_backbone_cfg(cfg: dict) -> str:
     """``dict(type=..., ...)`` to paste into a config (settings equal to the backbone's defaults are left out)."""
+    arch = cfg['arch']
+    num_stages = len(arch['depths']) if isinstance(arch, dict) else RELEASED_NUM_STAGES
     defaults = dict(in_channels=3, patch_size=4, window_size=7, mlp_ratio=4.0, qkv_bias=True,
-                    fsla_stages=_released_fsla_stages(cfg))
+                    fsla_stages=_backbone_class(cfg['type']).released_fsla_stages(num_stages))
     items = [f'{k}={v!r}' for k, v in cfg.items() if not (k in defaults and v == defaults[k])]
     return 'backbone=dict(' + ', '.join(items) + ')'
 
@@ -328,9 +325,8 @@ def format_backbone_cfg(cfg: dict) -> str:
 def new_parameter_names(backbone_cfg: dict, converted: Dict[str, torch.Tensor]) -> List[str]:
     """Backbone parameters of ``backbone_cfg`` (e.g. with FSLA switched on) that ``converted`` lacks:
     what keeps its fresh initialisation when the weights are loaded into it."""
-    from .models import BOATCSWinTransformer, BOATSwinTransformer
     cfg = dict(backbone_cfg)
-    cls = BOATSwinTransformer if cfg.pop('type') == BACKBONE_TYPES[SWIN] else BOATCSWinTransformer
+    cls = _backbone_class(cfg.pop('type'))
     have = backbone_state_dict(converted)
     # the outputs the checkpoint has norms for (a classifier: the last stage only)
     out_indices = sorted(int(m.group(1)) for k in have for m in [re.match(r'^norm(\d+)\.weight$', k)] if m)
@@ -382,8 +378,8 @@ def convert_checkpoint(src: str, dst: str, use_ema: bool = False, new_fsla: bool
     state_dict = load_released_checkpoint(src, use_ema)
     layout = detect_layout(state_dict)
     family = detect_family(state_dict)
-    backbone_cfg, notes = infer_backbone_cfg(state_dict, num_heads, split_sizes)
     converted = convert_state_dict(state_dict)
+    backbone_cfg, notes = _infer_from_converted(family, converted, num_heads, split_sizes)
     new_parameters = []
     if new_fsla:
         if backbone_cfg['fsla_stages']:

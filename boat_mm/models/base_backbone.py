@@ -92,7 +92,7 @@ class BOATBackbone(BaseModule):
     def _load_pretrained(self, path: str, prefix: Optional[str]) -> None:
         """Load backbone weights; output norms the backbone does not build are skipped, anything else that
         does not fit is an error naming it, never silently dropped."""
-        from ..converters import pretrained_backbone_weights
+        from ..converters import BOAT_MM, pretrained_backbone_weights
         weights, layout = pretrained_backbone_weights(path, prefix)
         own = self.state_dict()
         unused_norms = [k for k in weights if k not in own and re.match(r'^norm\d+\.', k)]
@@ -107,7 +107,7 @@ class BOATBackbone(BaseModule):
             del weights[key]
         self.load_state_dict(weights, strict=False)
         new = [k for k in own if k not in weights]
-        how = 'as is' if layout == 'boat_mm' else f'converted from the {layout} layout'
+        how = 'as is' if layout == BOAT_MM else f'converted from the {layout} layout'
         print_log(f'{type(self).__name__}: loaded {len(weights)} tensors from {path} ({how}); {len(new)} '
                   f'parameters not in the checkpoint keep their fresh initialisation: {", ".join(new) or "none"}'
                   + (f'; skipped output norms this backbone does not build: {", ".join(unused_norms)}'

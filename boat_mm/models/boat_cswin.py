@@ -234,9 +234,8 @@ class BOATCSWinTransformer(BOATBackbone):
         if not len(num_heads) == len(split_sizes) == num_stages:
             raise ValueError(f'depths, num_heads and split_sizes must have the same length, got '
                              f'{depths}, {num_heads}, {split_sizes}')
-        # Released: FSLA in every stage.
-        fsla_stages = resolve_fsla_stages(name, fsla_stages, num_stages, default=range(num_stages),
-                                          with_fsla=with_fsla)
+        fsla_stages = resolve_fsla_stages(name, fsla_stages, num_stages,
+                                          default=self.released_fsla_stages(num_stages), with_fsla=with_fsla)
         embed_dims = settings['embed_dims']
         self._setup_outputs([embed_dims * 2 ** i for i in range(num_stages)], out_indices, frozen_stages,
                             norm_eval, in_channels)
@@ -262,6 +261,11 @@ class BOATCSWinTransformer(BOATBackbone):
                 mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, qk_scale=qk_scale, drop=drop_rate,
                 attn_drop=attn_drop_rate, fsla_cfg=fsla_cfg, with_cp=with_cp))
         self._add_output_norms()
+
+    @staticmethod
+    def released_fsla_stages(num_stages: int) -> Tuple[int, ...]:
+        """The released placement: every stage."""
+        return tuple(range(num_stages))
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         self._check_input(x)

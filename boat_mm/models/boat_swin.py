@@ -287,8 +287,8 @@ class BOATSwinTransformer(BOATBackbone):
         num_stages = len(depths)
         self._check_stock_arguments(num_stages, patch_size, strides, patch_norm, use_abs_pos_embed, act_cfg,
                                     norm_cfg, out_after_downsample, stage_cfgs, patch_cfg)
-        # Released: FSLA in every stage but the last (those larger than a window at 224).
-        fsla_stages = resolve_fsla_stages(name, fsla_stages, num_stages, default=range(num_stages - 1))
+        fsla_stages = resolve_fsla_stages(name, fsla_stages, num_stages,
+                                          default=self.released_fsla_stages(num_stages))
         if window_size < 1:
             raise ValueError(f'window_size must be >= 1, got {window_size}')
         embed_dims = settings['embed_dims']
@@ -311,6 +311,11 @@ class BOATSwinTransformer(BOATBackbone):
                 mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, qk_scale=qk_scale, drop=drop_rate,
                 attn_drop=attn_drop_rate, fsla_cfg=fsla_cfg, with_cp=with_cp))
         self._add_output_norms()
+
+    @staticmethod
+    def released_fsla_stages(num_stages: int) -> Tuple[int, ...]:
+        """The released placement: every stage but the last (those larger than a window at 224)."""
+        return tuple(range(num_stages - 1))
 
     @classmethod
     def _check_stock_arguments(cls, num_stages, patch_size, strides, patch_norm, use_abs_pos_embed, act_cfg,
