@@ -12,3 +12,12 @@ def restore_default_scope():
     saved = dict(DefaultScope._instance_dict)
     yield
     DefaultScope._instance_dict = type(DefaultScope._instance_dict)(saved)
+
+
+@pytest.fixture
+def grace_hopper() -> str:
+    """A real photograph (512x600 RGB JPEG) that matplotlib ships: test images without downloads."""
+    import os.path as osp
+
+    import matplotlib
+    return osp.join(matplotlib.get_data_path(), 'sample_data', 'grace_hopper.jpg')

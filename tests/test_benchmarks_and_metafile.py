@@ -55,3 +55,13 @@ def test_gpu_check_says_when_there_is_no_gpu():
     result = subprocess.run(['bash', 'benchmarks/gpu_check.sh'], cwd=REPO, capture_output=True, text=True,
                             timeout=120, env={**os.environ, 'PYTHON': sys.executable})
     assert result.returncode != 0 and 'gpu_check: no CUDA device' in result.stderr
+
+
+def test_bench_deploy_prints_runtimes_and_parity():
+    pytest.importorskip('onnxruntime')
+    out = run(['benchmarks/bench_deploy.py', '--models', 'cswin', '--sizes', '64', '--backend', 'aot_eager',
+               '--repeats', '1', '--min-seconds', '0'])
+    rows = [line for line in out.splitlines() if line.startswith('| BOAT-CSWin-T | 1x3x64x64 |')]
+    assert [row.split(' | ')[2] for row in rows] == ['pytorch eager', 'onnxruntime', 'torch.compile (aot_eager)']
+    for row in rows[1:]:
+        assert row.split(' | ')[-1].strip(' |') == '0.000%'  # no output moved at this size

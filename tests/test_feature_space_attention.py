@@ -282,3 +282,19 @@ def test_torch_compile_takes_the_torch_clustering_in_one_graph():
         eager = module(x, (14, 14))
         compiled = torch.compile(module, fullgraph=True, backend='aot_eager')(x, (14, 14))
     torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16], ids=['bf16', 'fp16'])
+def test_torch_clustering_is_made_in_fp32_under_autocast(dtype):
+    """Autocast turns matmuls into bf16 / fp16; the cosines that decide the clusters must stay fp32 (the
+    torch implementation is the GPU path, where AMP training runs). Same clusters with and without it."""
+    torch.manual_seed(0)
+    q = torch.randn(6, 825, 16)
+    plan = plan_clusters(825)
+    expected = balanced_hierarchical_clustering(q, plan, use_native=False)
+    with torch.autocast('cpu', dtype=dtype):
+        got = balanced_hierarchical_clustering(q, plan, use_native=False)
+        from_low_precision_q = balanced_hierarchical_clustering(q.to(dtype), plan, use_native=False)
+    assert torch.equal(got, expected)
+    assert torch.equal(from_low_precision_q, balanced_hierarchical_clustering(q.to(dtype).float(), plan,
+                                                                              use_native=False))

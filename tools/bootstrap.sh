@@ -36,7 +36,8 @@ else
 fi
 
 # The stamp records the requirements it was made from: a changed requirements.txt re-runs the install.
-REQ_HASH="$(cat "$REPO_ROOT/requirements.txt" "$REPO_ROOT/tools/bootstrap.sh" | sha256sum | cut -c1-16)"
+REQ_HASH="$(cat "$REPO_ROOT/requirements.txt" "$REPO_ROOT/requirements-deploy.txt" "$REPO_ROOT/tools/bootstrap.sh" \
+    | sha256sum | cut -c1-16)"
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$REQ_HASH" ] && "$PY" -c "import boat_mm, mmcv.ops" 2>/dev/null; then
     log "environment ready ($PY)"
     exit 0
@@ -78,8 +79,8 @@ else
     "${PIP[@]}" install -q addict packaging Pillow pyyaml yapf opencv-python
 fi
 
-"${PIP[@]}" install -q -r "$REPO_ROOT/requirements.txt"
+"${PIP[@]}" install -q -r "$REPO_ROOT/requirements.txt" -r "$REPO_ROOT/requirements-deploy.txt"
 "${PIP[@]}" install -q --no-deps -e "$REPO_ROOT"
-"$PY" -c "import boat_mm, mmcv.ops, mmdet.models, mmseg.models, mmpretrain.models"
+"$PY" -c "import boat_mm, mmcv.ops, mmdet.models, mmseg.models, mmpretrain.models, onnxscript, onnxruntime"
 echo "$REQ_HASH" > "$STAMP"
 log "environment ready ($PY)"

@@ -181,10 +181,16 @@ def _half_means(q: torch.Tensor, valid: Optional[torch.Tensor]) -> torch.Tensor:
 def stable_argsort(keys: torch.Tensor) -> torch.Tensor:
     """Indices that sort the last dim ascending, ties kept in current order (a stable sort).
 
-    For float32 keys, one unstable sort of unique int64 keys (order-preserving float bits, then the
-    position) gives exactly the stable order and is faster than a stable float sort on CPU."""
+    For float32 keys in eager runs, one unstable sort of unique int64 keys (order-preserving float bits,
+    then the position) gives exactly the stable order and is faster than a stable float sort on CPU.
+    Traced graphs (export, compile, FLOP counters) record the plain stable sort (exporters have no bit
+    cast). ONNX exports record a full-length ascending ``topk`` instead: ONNX has no stable sort, but its
+    ``TopK`` breaks ties by the lower index, which is the stable order (both ONNX exporters, TorchScript and
+    dynamo, translate ``topk`` to ``TopK``; neither translates a stable sort)."""
     n = keys.shape[-1]
-    if keys.dtype != torch.float32 or torch.jit.is_tracing():  # (FLOP counters trace the model)
+    if torch.onnx.is_in_onnx_export():
+        return torch.topk(keys, n, dim=-1, largest=False, sorted=True).indices
+    if keys.dtype != torch.float32 or is_tracing():
         return torch.sort(keys, dim=-1, stable=True).indices
     bits = (keys + 0.0).contiguous().view(torch.int32)  # + 0.0 turns -0.0 into 0.0: they tie, as in a sort
     bits = bits ^ ((bits >> 31) & 0x7FFFFFFF)  # negative floats: reverse their order, as signed ints
@@ -256,8 +262,7 @@ def balanced_hierarchical_clustering(q: torch.Tensor, plan: ClusterPlan,
         perm: (BH, M) long, ``perm[r, slot]`` = token index placed at leaf slot ``slot`` (values >= N
         are pad slots). Slots ``c*s .. (c+1)*s - 1`` form cluster ``c``; siblings are ``2j, 2j+1``.
     """
-    bh, rows, d = q.shape
-    device = q.device
+    rows = q.shape[1]
     total = plan.num_slots
     if rows not in (plan.num_tokens, total):
         raise ValueError(f'clustering plan is for {plan.num_tokens} tokens ({total} slots), got {rows}')
@@ -266,7 +271,17 @@ def balanced_hierarchical_clustering(q: torch.Tensor, plan: ClusterPlan,
     if rows < total:
         q = F.pad(q, (0, 0, 0, total - rows))
     eager_cpu = q.device.type == 'cpu' and not is_tracing()
-    if use_native and eager_cpu:
+    # Autocast must not reach the cosines either: under it the products below would run in bf16 / fp16.
+    with torch.autocast(q.device.type, enabled=False):
+        return _cluster(q, plan, kmeans_iters, temperature, use_native and eager_cpu, eager_cpu)
+
+
+def _cluster(q: torch.Tensor, plan: ClusterPlan, kmeans_iters: int, temperature: float, native: bool,
+             eager_cpu: bool) -> torch.Tensor:
+    """``balanced_hierarchical_clustering`` on q already padded to the plan's slots, autocast off."""
+    bh, total, d = q.shape
+    device = q.device
+    if native:
         perm = cluster_native(q, plan.num_levels, total - plan.num_tokens, plan.overlap, kmeans_iters,
                               temperature, NORMALIZE_EPS)
         if perm is not None:

@@ -1,0 +1,119 @@
+"""ONNX export and onnxruntime: the clustering identical to the torch clustering (float64 and float32, also
+on inputs full of exact ties), both backbones close to eager PyTorch, and tools/deployment/export_onnx.py on
+the three demo configs. Needs the ``deploy`` extra (onnx, onnxscript, onnxruntime), which ``make env``
+installs; skipped without it."""
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+
+ort = pytest.importorskip('onnxruntime')
+pytest.importorskip('onnxscript')
+
+from boat_mm import BOATCSWinTransformer, BOATSwinTransformer, deployment  # noqa: E402
+from boat_mm.models.feature_space_attention import balanced_hierarchical_clustering, plan_clusters  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TOOL = os.path.join(REPO, 'tools', 'deployment', 'export_onnx.py')
+MAX_MOVED_PERCENT = 0.1  # of the tool's outputs, in percent (see test_export_tool_on_demo_configs)
+TINY = {
+    BOATSwinTransformer: dict(embed_dims=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4)),
+    BOATCSWinTransformer: dict(embed_dims=16, depths=(1, 2, 2, 1), num_heads=(2, 2, 4, 4), split_sizes=(1, 2, 7, 7)),
+}
+
+
+def _run_onnx(path, *inputs):
+    session = ort.InferenceSession(path, providers=['CPUExecutionProvider'])
+    feed = {arg.name: x.numpy() for arg, x in zip(session.get_inputs(), inputs)}
+    return [torch.from_numpy(out) for out in session.run(None, feed)]
+
+
+class _Clustering(torch.nn.Module):
+    def __init__(self, num_tokens):
+        super().__init__()
+        self.plan = plan_clusters(num_tokens)
+
+    def forward(self, q):
+        return balanced_hierarchical_clustering(q, self.plan, use_native=False)
+
+
+@pytest.mark.parametrize('inputs', ['random', 'ties'])
+@pytest.mark.parametrize('dtype', [torch.float64, torch.float32], ids=['fp64', 'fp32'])
+@pytest.mark.parametrize('num_tokens', [3136, 825], ids=['released', 'padded'])
+def test_onnx_clustering_is_the_torch_clustering(tmp_path, num_tokens, dtype, inputs):
+    """Same permutation, slot for slot, in onnxruntime as in the torch clustering. 'ties': queries with
+    integer entries in [-2, 2] tie on most ratios, so this fails unless the exported sort keeps tied
+    tokens in order, as torch's stable sort does (ONNX TopK's lower-index tie rule)."""
+    torch.manual_seed(0)
+    q = torch.randn(4, num_tokens, 16, dtype=dtype)
+    if inputs == 'ties':
+        q = torch.randint(-2, 3, q.shape).to(dtype)
+    path = str(tmp_path / 'clustering.onnx')
+    deployment.export_onnx(_Clustering(num_tokens), q, path, ['perm'])
+    (perm,) = _run_onnx(path, q)
+    assert torch.equal(perm, _Clustering(num_tokens)(q))
+
+
+@pytest.mark.parametrize('size', [(224, 224), (97, 131)], ids=['224', '97x131'])
+@pytest.mark.parametrize('cls', list(TINY), ids=lambda c: c.__name__)
+def test_onnxruntime_backbone_matches_eager(tmp_path, cls, size):
+    """Whole backbone in onnxruntime against eager PyTorch (CPU kernel clustering), float32: no output
+    value moves beyond rtol = atol = 1e-5 (onnxruntime has no float64 convolution; float64 identity of
+    the clustering is the test above)."""
+    torch.manual_seed(0)
+    model = cls(arch=TINY[cls]).eval()
+    x = torch.randn(1, 3, *size)
+    path = str(tmp_path / 'backbone.onnx')
+    deployment.export_onnx(model, x, path, [f'stage{i}' for i in range(4)])
+    with torch.no_grad():
+        eager = model(x)
+    exported = _run_onnx(path, x)
+    assert len(exported) == len(eager)
+    for expected, got in zip(eager, exported):
+        assert got.shape == expected.shape
+        assert deployment.moved_share(expected, got) == 0
+
+
+def _export_tool(config, shape, out, *extra):
+    return subprocess.run([sys.executable, TOOL, config, '--shape', *map(str, shape), '--out', out, *extra],
+                          cwd=REPO, capture_output=True, text=True)
+
+
+@pytest.mark.parametrize('config,shape,outputs', [
+    ('configs/demo/cls_boat_swin_imagenet_demo.py', (64, 64), ['logits']),
+    ('configs/demo/upernet_boat_cswin_ade20k_demo.py', (64, 96), ['seg_logits']),
+    ('configs/demo/mask-rcnn_boat_swin_coco_demo.py', (96, 128), [f'feat{i}' for i in range(5)]),
+], ids=['classifier', 'upernet', 'mask-rcnn'])
+def test_export_tool_on_demo_configs(tmp_path, config, shape, outputs, grace_hopper):
+    """The tool as a user runs it: random weights (said on stderr), export, --verify on a photograph
+    through the config's test preprocessing; the file's outputs have the promised names and shapes."""
+    import onnx
+    out = str(tmp_path / 'model.onnx')
+    result = _export_tool(config, shape, out, '--verify', grace_hopper)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert 'RANDOM WEIGHTS' in result.stderr
+    graph = onnx.load(out, load_external_data=False).graph
+    assert [o.name for o in graph.output] == outputs
+    input_dims = [d.dim_value for d in graph.input[0].type.tensor_type.shape.dim]
+    assert input_dims == [1, 3, *shape]
+    for name in outputs:
+        moved = re.search(rf'^{name}: max \|onnxruntime - pytorch\| = (\S+), (\S+)% of values moved', result.stdout,
+                          re.M)
+        assert moved, result.stdout
+        # FPN features pass five unnormalised convolutions after the backbone: float32 rounding moves
+        # ~0.02% of them by ~2e-5 (measured); a changed cluster would move far more, by far more.
+        assert float(moved.group(2)) <= MAX_MOVED_PERCENT, result.stdout
+    if 'feat0' not in outputs:
+        agreement = re.search(r'argmax over classes agrees on (\S+)%', result.stdout)
+        assert agreement and float(agreement.group(1)) == 100.0, result.stdout
+    assert re.search(r'latency .*pytorch eager [\d.]+ ms, onnxruntime [\d.]+ ms', result.stdout)
+
+
+def test_export_tool_refuses_bad_input(tmp_path):
+    missing = _export_tool('configs/demo/no_such_config.py', (64, 64), str(tmp_path / 'm.onnx'))
+    assert missing.returncode != 0 and 'config not found' in missing.stderr
+    bad_shape = _export_tool('configs/demo/cls_boat_swin_imagenet_demo.py', (0, 64), str(tmp_path / 'm.onnx'))
+    assert bad_shape.returncode != 0 and '--shape must be positive' in bad_shape.stderr

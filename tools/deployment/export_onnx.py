@@ -1,0 +1,69 @@
+"""Export a config's model to ONNX (static shape) and optionally check it in onnxruntime on an image.
+
+    python tools/deployment/export_onnx.py CONFIG [CHECKPOINT] --shape H W --out FILE.onnx [--verify IMAGE]
+
+mmpretrain configs export class logits, mmseg configs the segmentation logits of the whole segmentor at the
+input size, mmdet configs the backbone + neck features (see boat_mm/deployment.py). The ONNX input
+``input`` is the (1, 3, H, W) image after the config's data preprocessor. The cluster plan of BOAT's
+feature-space attention depends on the token count, so each file serves the one shape it was exported at.
+
+--verify IMAGE runs IMAGE through the config's test preprocessing (resized to H x W if it gives another
+size), then through onnxruntime and eager PyTorch, and prints max |difference| per output, the share of
+values that moved, argmax agreement and both latencies. Without CHECKPOINT the weights are random (said on
+stderr). Needs the ``deploy`` extra: pip install onnx onnxscript onnxruntime.
+"""
+import argparse
+import os
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+from boat_mm import deployment  # noqa: E402
+
+RANDOM_WEIGHTS_WARNING = 'WARNING: no CHECKPOINT given, exporting RANDOM WEIGHTS'
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('config')
+    parser.add_argument('checkpoint', nargs='?', help='weights (default: random, with a warning)')
+    parser.add_argument('--shape', type=int, nargs=2, required=True, metavar=('H', 'W'),
+                        help='input height and width the file is exported for')
+    parser.add_argument('--out', required=True, help='output .onnx file')
+    parser.add_argument('--verify', metavar='IMAGE', help='compare onnxruntime with PyTorch on this image')
+    parser.add_argument('--opset', type=int, default=deployment.DEFAULT_OPSET,
+                        help=f'ONNX opset (default {deployment.DEFAULT_OPSET})')
+    args = parser.parse_args(argv)
+    for kind, path in (('config', args.config), ('checkpoint', args.checkpoint), ('image', args.verify)):
+        if path and not os.path.isfile(path):
+            sys.exit(f'error: {kind} not found: {path}')
+    if min(args.shape) < 1:
+        sys.exit(f'error: --shape must be positive, got {args.shape}')
+    try:
+        deployment.require_deploy_packages()
+    except ImportError as error:
+        sys.exit(f'error: {error}')
+    if args.checkpoint is None:
+        print(RANDOM_WEIGHTS_WARNING, file=sys.stderr)
+
+    model, cfg, scope = deployment.build_model(args.config, args.checkpoint)
+    module, task = deployment.exportable(model, scope)
+    example = torch.randn(1, 3, *args.shape)
+    names = task.output_names(module, example)
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    deployment.export_onnx(module, example, args.out, names, opset=args.opset)
+    print(f'exported {scope} {task.describe} ({", ".join(names)}) at 1x3x{args.shape[0]}x{args.shape[1]} '
+          f'to {args.out}')
+
+    if args.verify:
+        inputs, note = deployment.preprocess_image(model, cfg, scope, args.verify, tuple(args.shape))
+        if note:
+            print(note)
+        for line in deployment.verify_onnx(module, args.out, inputs, names, scope).lines():
+            print(line)
+
+
+if __name__ == '__main__':
+    main()
