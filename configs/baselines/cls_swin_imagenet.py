@@ -1,0 +1,5 @@
+# Baseline of cls_boat_swin_imagenet.py: the same model, recipe and schedule with FSLA switched off:
+# Swin-T, i.e. BOAT-Swin-T without its feature-space attention, for BOAT-vs-baseline comparisons.
+# Trained from scratch on ImageNet-1K like its BOAT twin.
+_base_ = '../cls_boat_swin_imagenet.py'
+model = dict(backbone=dict(fsla_stages=()))
