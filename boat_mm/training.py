@@ -35,6 +35,10 @@ def add_common_args(parser) -> None:
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config keys, k=v')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    parser.add_argument('--check-only', action='store_true',
+                        help='check the config, checkpoint and data, then exit (0 if all is there); the dist_*'
+                             ' and slurm_* scripts run this once before starting their processes, so that'
+                             ' missing data gives one message instead of one per process')
 
 
 def parse_common(parser, argv=None):

@@ -165,3 +165,26 @@ def test_demo_trains_evaluates_and_writes_overlays(tmp_path, demo_root):
     from PIL import Image
     width, height = Image.open(overlays[0]).size
     assert width == 3 * height  # image | ground truth | prediction
+
+
+@pytest.mark.parametrize('script,args', [
+    ('tools/dist_train.sh', ['configs/upernet_boat_cswin_ade20k.py', '8']),
+    ('tools/dist_test.sh', ['configs/upernet_boat_cswin_ade20k.py', '{checkpoint}', '8']),
+    ('tools/slurm_train.sh', ['partition', 'job', 'configs/upernet_boat_cswin_ade20k.py', '{work_dir}']),
+    ('tools/slurm_test.sh', ['partition', 'job', 'configs/upernet_boat_cswin_ade20k.py', '{checkpoint}']),
+], ids=['dist_train', 'dist_test', 'slurm_train', 'slurm_test'])
+def test_launch_scripts_report_missing_data_once(tmp_path, script, args):
+    """How users start: the config's ADE20K is not there. One message naming the path, exit status 1, no
+    traceback and no process group started (torchrun / srun never run)."""
+    checkpoint = tmp_path / 'model.pth'
+    checkpoint.write_bytes(b'')  # only its existence is checked before the data
+    args = [a.format(checkpoint=checkpoint, work_dir=tmp_path / 'work') for a in args]
+    root = tmp_path / 'no_ade20k'
+    result = subprocess.run(['bash', script, *args, '--cfg-options', f'train_dataloader.dataset.data_root={root}',
+                             f'val_dataloader.dataset.data_root={root}', f'test_dataloader.dataset.data_root={root}'],
+                            cwd=REPO, capture_output=True, text=True, timeout=TIMEOUT,
+                            env={**os.environ, 'PYTHON': sys.executable})
+    log = result.stdout + result.stderr
+    assert result.returncode == 1, log[-3000:]
+    assert log.count('does not exist') == 1 and str(root) in log, log[-3000:]
+    assert 'Traceback' not in log and 'ChildFailedError' not in log and 'srun' not in log, log[-3000:]

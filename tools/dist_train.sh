@@ -10,7 +10,9 @@ PORT=${PORT:-29500}
 MASTER_ADDR=${MASTER_ADDR:-"127.0.0.1"}
 PYTHON=${PYTHON:-python}
 cd "$(dirname "$0")/.."
-PYTHONPATH="$(pwd):${PYTHONPATH:-}" \
+export PYTHONPATH="$(pwd):${PYTHONPATH:-}"
+# Config and data checked once here: a missing dataset is one message and exit 1, not one per process.
+"$PYTHON" tools/train.py "$CONFIG" --check-only "${@:3}"
 "$PYTHON" -m torch.distributed.run \
     --nnodes="$NNODES" --node_rank="$NODE_RANK" --master_addr="$MASTER_ADDR" \
     --nproc_per_node="$GPUS" --master_port="$PORT" \

@@ -26,12 +26,16 @@ def main(argv=None):
     args = parse_args(argv)
     if not os.path.isfile(args.checkpoint):
         sys.exit(f'error: checkpoint not found: {args.checkpoint}')
+    if not os.path.isfile(args.config):
+        sys.exit(f'error: config not found: {args.config}')
     cfg = load_config(args.config, args.cfg_options, args.work_dir, args.launcher)
     cfg.load_from = args.checkpoint
     try:
         prepare(cfg, loaders=('test_dataloader',))
     except DatasetNotFoundError as error:
         sys.exit(f'error: {error}')
+    if args.check_only:
+        return None
     with missing_files_reported():
         return build_runner(cfg).test()
 

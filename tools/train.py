@@ -26,6 +26,8 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    if not os.path.isfile(args.config):
+        sys.exit(f'error: config not found: {args.config}')
     cfg = load_config(args.config, args.cfg_options, args.work_dir, args.launcher)
     if args.amp:
         import torch
@@ -43,6 +45,8 @@ def main(argv=None):
         prepare(cfg, loaders=('train_dataloader', 'val_dataloader'))
     except DatasetNotFoundError as error:
         sys.exit(f'error: {error}')
+    if args.check_only:
+        return
     with missing_files_reported():
         build_runner(cfg).train()
 
