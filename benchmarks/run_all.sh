@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole benchmark suite in one command; tables to stdout, plot to benchmarks/fsla_scaling*.png.
 #   bash benchmarks/run_all.sh              # CPU: fp32 (+ backward at 224/512/800x1216), bf16 and fp16
-#                                           # autocast, torch.compile (about 35 minutes on 2 cores)
+#                                           # autocast, torch.compile, onnxruntime (about 60 minutes on 2 cores)
 #   DEVICE=cuda bash benchmarks/run_all.sh  # GPU: the same tables with bf16 autocast (about 5 minutes)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -18,5 +18,8 @@ fi
 "$PYTHON" benchmarks/bench_backbones.py --backward --sizes 224 512 800x1216 --repeats 3
 "$PYTHON" benchmarks/bench_backbones.py --dtype bf16 --sizes 224 512 --repeats 3
 "$PYTHON" benchmarks/bench_backbones.py --dtype fp16 --sizes 224 --repeats 3 || echo "fp16 autocast variant did not run here"
+# Leaving eager PyTorch: eager vs onnxruntime vs torch.compile (inductor), both backbones at 224 and 512
+# (export and compile of each take 1-5 minutes on 2 cores)
+"$PYTHON" benchmarks/bench_deploy.py --repeats 3 || echo "deploy variant did not run here (pip install onnx onnxscript onnxruntime)"
 # torch.compile: BOAT-Swin-T pair only (inductor compiles every stage shape: ~5 minutes on 2 cores per pair)
 "$PYTHON" benchmarks/bench_backbones.py --compile --pairs swin --sizes 224 --repeats 3 || echo "torch.compile variant did not run here"

@@ -22,7 +22,10 @@ import torch.nn as nn
 from .models.feature_space_attention import (DEFAULT_CLUSTER_SIZE, DEFAULT_KMEANS_ITERS, DEFAULT_OVERLAP,
                                              FeatureSpaceLocalAttention, plan_clusters)
 
-__all__ = ['fsla_flops', 'count_complexity']
+__all__ = ['fsla_flops', 'count_complexity', 'complexity_of_config', 'DEFAULT_SHAPES']
+
+# Input of a FLOP count when none is given: the toolboxes' model-zoo conventions per task.
+DEFAULT_SHAPES = {'mmpretrain': (224, 224), 'mmseg': (512, 512), 'mmdet': (800, 1280)}
 
 LEPE_KERNEL_AREA = 9
 SCORE_COLUMNS = 2  # two centroids per binary split
@@ -96,3 +99,22 @@ def count_complexity(model: nn.Module, inputs: torch.Tensor, data_samples=None) 
                                         m.kmeans_iters)['total'] for _, m, n in calls)
     return dict(params=sum(p.numel() for p in model.parameters()), flops=generic_total - generic_in_fsla + fsla_total,
                 fsla_flops=fsla_total, generic_flops_seen_in_fsla=generic_in_fsla, fsla_calls=len(calls))
+
+
+def _det_samples(height: int, width: int) -> list:
+    from mmdet.structures import DetDataSample
+    meta = dict(img_shape=(height, width), ori_shape=(height, width), pad_shape=(height, width),
+                batch_input_shape=(height, width), scale_factor=(1.0, 1.0))
+    return [DetDataSample(metainfo=meta)]
+
+
+def complexity_of_config(config: str, shape=None) -> Dict[str, object]:
+    """``count_complexity`` of a config's model (no weights needed) at ``shape`` = (H, W), by default the
+    task's ``DEFAULT_SHAPES``; adds ``shape`` and ``scope`` to the result."""
+    from .training import build_model_without_weights
+    cfg, model = build_model_without_weights(config)
+    scope = cfg.get('default_scope', 'mmpretrain')
+    height, width = shape or DEFAULT_SHAPES[scope]
+    samples = _det_samples(height, width) if scope == 'mmdet' else None
+    stats = count_complexity(model, torch.zeros(1, 3, height, width), samples)
+    return dict(stats, shape=(height, width), scope=scope)

@@ -5,7 +5,7 @@ What is exported, per toolbox (the config's ``default_scope``):
 - mmseg segmentors: the segmentation logits of the whole segmentor (decode head), bilinearly resized to the
   input size as ``EncoderDecoder.encode_decode`` does; argmax over classes gives the predicted map;
 - mmdet detectors: the backbone + neck features (``extract_feat``), one output per FPN level. The whole
-  detector (RPN, RoI heads, NMS) is mmdeploy's job; see README "Deploy" for what happened when we tried it.
+  detector (RPN, RoI heads, NMS) is mmdeploy's job; see docs/deployment.md for what happened when we tried it.
 
 The ONNX input is the image *after* the config's data preprocessor (normalised, NCHW float32); shapes are
 static per export because the FSLA cluster plan depends on the token count. Export goes through

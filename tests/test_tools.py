@@ -188,3 +188,53 @@ def test_launch_scripts_report_missing_data_once(tmp_path, script, args):
     assert result.returncode == 1, log[-3000:]
     assert log.count('does not exist') == 1 and str(root) in log, log[-3000:]
     assert 'Traceback' not in log and 'ChildFailedError' not in log and 'srun' not in log, log[-3000:]
+
+
+def test_compare_runs_on_two_demo_runs(tmp_path, demo_root):
+    """BOAT and its FSLA-off baseline trained for a few iterations on the ADE20K-format demo data, then
+    compared: one table row per run with mIoU final / best, params (the baseline's fewer), FLOPs and time;
+    loss and mIoU curves as PNGs."""
+    config = small_config(tmp_path, demo_root, 'seg')
+    boat_dir, base_dir = tmp_path / 'boat', tmp_path / 'baseline'
+    for work_dir, extra in ((boat_dir, []), (base_dir, ['--cfg-options', 'model.backbone.fsla_stages=[]'])):
+        result, log = train(config, work_dir, *extra)
+        assert result.returncode == 0, log[-3000:]
+    out = tmp_path / 'compare'
+    result, log = run([sys.executable, 'tools/analysis_tools/compare_runs.py', str(boat_dir), str(base_dir),
+                       '--out', str(out)])
+    assert result.returncode == 0, log[-3000:]
+    table = (out / 'compare.md').read_text().splitlines()
+    header = [cell.strip() for cell in table[0].strip('|').split('|')]
+    rows = {line.split('|')[1].strip(): [cell.strip() for cell in line.strip('|').split('|')] for line in table[2:]}
+    assert set(rows) == {'boat', 'baseline'}
+    assert header[:3] == ['run', 'mIoU final', 'mAcc final'] and 'mIoU best (step)' in header
+    params = header.index('params (M)')
+    assert float(rows['baseline'][params]) < float(rows['boat'][params])
+    assert rows['boat'][header.index('iterations')] == '4'
+    for name in ('loss.png', 'mIoU.png'):
+        from PIL import Image
+        assert Image.open(out / name).size[0] > 100
+    missing = run([sys.executable, 'tools/analysis_tools/compare_runs.py', str(tmp_path / 'nothing')])[0]
+    assert missing.returncode == 1 and 'work dir not found' in missing.stderr
+
+
+def test_benchmark_tool_compares_boat_with_its_baseline(tmp_path, demo_root):
+    """Whole segmentor, BOAT against FSLA off, in one run: the test input is what the config's test pipeline
+    makes of a 512x683 photo (Resize into 128x128 keeping the ratio: 96x128), the training batch is the config's; the
+    BOAT model takes more memory than its baseline, and the ratios say so."""
+    config = small_config(tmp_path, demo_root, 'seg')
+    baseline = tmp_path / 'seg_baseline.py'
+    baseline.write_text(f"_base_ = {config!r}\nmodel = dict(backbone=dict(fsla_stages=()))\n")
+    result, log = run([sys.executable, 'tools/analysis_tools/benchmark.py', config, '--compare', str(baseline),
+                       '--iters', '1'])
+    assert result.returncode == 0, log[-3000:]
+    lines = [line for line in result.stdout.splitlines() if line.startswith('| ')]
+    header = [c.strip() for c in lines[0].strip('|').split('|')]
+    assert header[:6] == ['config', 'test input', 'images/s', 'train batch', 'train step s', 'peak train MB']
+    rows = [[c.strip() for c in line.strip('|').split('|')] for line in lines[1:]]
+    assert [r[0] for r in rows] == ['seg_small.py', 'seg_baseline.py']
+    assert all(r[1] == '3x96x128' and r[3] == '2x3x128x128' for r in rows), rows
+    memory_ratio = float(rows[0][header.index('memory ratio')])
+    assert memory_ratio > 1.0 and float(rows[1][header.index('memory ratio')]) == 1.0
+    missing = run([sys.executable, 'tools/analysis_tools/benchmark.py', str(tmp_path / 'none.py')])[0]
+    assert missing.returncode == 1 and 'config not found' in missing.stderr

@@ -1,7 +1,7 @@
 # Baseline of upernet_boat_swin_ade20k.py: the same model, recipe and schedule with FSLA switched off:
 # Swin-T, i.e. BOAT-Swin-T without its feature-space attention, for BOAT-vs-baseline comparisons.
 # Initialised from the official Swin-T ImageNet-1K weights converted with
-# tools/model_converters/boat2mm.py (see README, "Baselines").
+# tools/model_converters/boat2mm.py (see docs/benchmarking.md).
 _base_ = '../upernet_boat_swin_ade20k.py'
 model = dict(backbone=dict(fsla_stages=(),
                            init_cfg=dict(checkpoint='checkpoints/swin_tiny_in1k.pth')))

@@ -11,29 +11,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-import torch  # noqa: E402
-
 import boat_mm  # noqa: E402,F401
-from boat_mm.analysis import count_complexity  # noqa: E402
-from boat_mm.training import build_model_without_weights  # noqa: E402
-
-DEFAULT_SHAPES = {'mmpretrain': (224, 224), 'mmseg': (512, 512), 'mmdet': (800, 1280)}
-
-
-def _det_samples(height, width):
-    from mmdet.structures import DetDataSample
-    meta = dict(img_shape=(height, width), ori_shape=(height, width), pad_shape=(height, width),
-                batch_input_shape=(height, width), scale_factor=(1.0, 1.0))
-    return [DetDataSample(metainfo=meta)]
-
-
-def complexity_of_config(config, shape=None):
-    cfg, model = build_model_without_weights(config)  # counting needs no weights
-    scope = cfg.get('default_scope', 'mmpretrain')
-    height, width = shape or DEFAULT_SHAPES[scope]
-    samples = _det_samples(height, width) if scope == 'mmdet' else None
-    stats = count_complexity(model, torch.zeros(1, 3, height, width), samples)
-    return dict(stats, shape=(height, width), scope=scope)
+from boat_mm.analysis import complexity_of_config  # noqa: E402
 
 
 def main(argv=None):

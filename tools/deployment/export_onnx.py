@@ -33,6 +33,8 @@ def main(argv=None):
                         help='input height and width the file is exported for')
     parser.add_argument('--out', required=True, help='output .onnx file')
     parser.add_argument('--verify', metavar='IMAGE', help='compare onnxruntime with PyTorch on this image')
+    parser.add_argument('--seed', type=int, default=0,
+                        help='seed of the random weights (without CHECKPOINT) and of the example input (default 0)')
     parser.add_argument('--opset', type=int, default=deployment.DEFAULT_OPSET,
                         help=f'ONNX opset (default {deployment.DEFAULT_OPSET})')
     args = parser.parse_args(argv)
@@ -48,6 +50,7 @@ def main(argv=None):
     if args.checkpoint is None:
         print(RANDOM_WEIGHTS_WARNING, file=sys.stderr)
 
+    torch.manual_seed(args.seed)  # the same random weights every run: results are reproducible
     model, cfg, scope = deployment.build_model(args.config, args.checkpoint)
     module, task = deployment.exportable(model, scope)
     example = torch.randn(1, 3, *args.shape)

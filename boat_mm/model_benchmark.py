@@ -1,0 +1,166 @@
+"""Whole-model speed and memory of a config, as its task runs it (``tools/analysis_tools/benchmark.py``).
+
+- Inference: images per second through the whole model (classifier / segmentor / detector, ``predict``
+  mode, data preprocessor included), on images that went through the config's own test pipeline, i.e. at the
+  test input size the config uses (e.g. ADE20K 2048x512 keep-ratio resize, COCO 1333x800).
+- Training: seconds and peak memory of one ``train_step`` (forward, backward, optimiser step) at the config's
+  train pipeline (crop) and per-GPU batch size, with the config's optimiser.
+
+Images are real-format demo data (``boat_mm.demo_data``: JPEGs with annotations in the ImageNet / COCO /
+ADE20K layouts) written at a realistic photo size into a temporary directory; the configs' dataset
+definitions read them with data_root pointed there. Nothing is downloaded.
+"""
+import os.path as osp
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional
+
+import torch
+
+from .demo_data import DEMO_CLASSES, make_ade20k, make_coco, make_imagenet
+
+# Photo sizes (H, W) of the generated images: typical of each dataset (ADE20K / COCO are about 512x683 and
+# 480x640 on average; ImageNet images are resized before the 224 crop anyway).
+DEMO_IMAGE_SIZES = {'mmseg': (512, 683), 'mmdet': (480, 640), 'mmpretrain': (375, 500)}
+# Images generated per split: enough for a training batch of the largest per-GPU batch in our configs (64)
+# would be wasteful on a CPU; the train loader cycles over these.
+DEMO_IMAGES = 4
+
+
+@dataclass
+class ModelSpeed:
+    """One config's measurements; ``None`` where not measured."""
+    config: str
+    test_input: str  # input shape after the test pipeline, e.g. '3x512x683'
+    images_per_second: float
+    train_input: str  # batch x shape of a training step after the data preprocessor, e.g. '2x3x512x512'
+    train_step_seconds: Optional[float]
+    peak_train_memory_mb: Optional[float]
+
+
+def _write_demo_data(scope: str, root: str) -> str:
+    size = DEMO_IMAGE_SIZES[scope]
+    if scope == 'mmseg':
+        make_ade20k(root, num_train=DEMO_IMAGES, num_val=DEMO_IMAGES, size=size)
+    elif scope == 'mmdet':
+        make_coco(root, num_train=DEMO_IMAGES, num_val=DEMO_IMAGES, size=size)
+    else:
+        make_imagenet(root, num_train=DEMO_IMAGES, num_val=DEMO_IMAGES, size=min(size))
+    return root
+
+
+def _point_at_demo_data(dataset_cfg, scope: str, root: str) -> None:
+    """Use the config's own dataset definition, reading the demo data."""
+    dataset_cfg.data_root = root
+    if scope == 'mmdet':  # the demo classes, so that training images keep their instances
+        dataset_cfg.metainfo = dict(classes=DEMO_CLASSES)
+
+
+def _dataset(loader_cfg, scope: str, root: str):
+    import importlib
+    dataset_cfg = loader_cfg.dataset.copy()
+    while 'dataset' in dataset_cfg:  # RepeatDataset and friends: the inner one
+        dataset_cfg = dataset_cfg.dataset.copy()
+    _point_at_demo_data(dataset_cfg, scope, root)
+    return importlib.import_module(f'{scope}.registry').DATASETS.build(dataset_cfg)
+
+
+def _median(fn: Callable[[], object], iters: int, synchronize: Callable[[], None]) -> float:
+    fn()  # warm-up (first-call allocations, kernel builds)
+    times = []
+    for _ in range(iters):
+        synchronize()
+        start = time.perf_counter()
+        fn()
+        synchronize()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _peak_memory_mb(fn: Callable[[], object], device: str) -> float:
+    if device == 'cuda':
+        torch.cuda.reset_peak_memory_stats()
+        fn()
+        return torch.cuda.max_memory_allocated() / 2 ** 20
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    current = peak = 0
+    for event in sorted(prof.events(), key=lambda e: e.time_range.start):
+        current += event.cpu_memory_usage
+        peak = max(peak, current)
+    return peak / 2 ** 20
+
+
+def measure(config: str, checkpoint: Optional[str] = None, device: str = 'cpu', iters: int = 3,
+            train: bool = True) -> ModelSpeed:
+    """Measure one config (random weights unless ``checkpoint``); see the module docstring."""
+    from mmengine.dataset import pseudo_collate
+    from mmengine.optim import build_optim_wrapper
+    from mmengine.runner import load_checkpoint
+
+    from .training import build_model_without_weights
+    cfg, model = build_model_without_weights(config)
+    scope = cfg.get('default_scope', 'mmpretrain')
+    if checkpoint:
+        load_checkpoint(model, checkpoint, map_location='cpu', logger='silent')
+    model.to(device)
+    synchronize = torch.cuda.synchronize if device == 'cuda' else (lambda: None)
+    with tempfile.TemporaryDirectory() as root:
+        _write_demo_data(scope, root)
+        test_set = _dataset(cfg.test_dataloader, scope, root)
+        sample = pseudo_collate([test_set[0]])
+        model.eval()
+
+        def predict():
+            with torch.no_grad():
+                model.test_step(sample)
+        seconds = _median(predict, iters, synchronize)
+        test_input = 'x'.join(map(str, sample['inputs'][0].shape))
+        result = ModelSpeed(config, test_input, 1.0 / seconds, '-', None, None)
+        if not train:
+            return result
+        train_set = _dataset(cfg.train_dataloader, scope, root)
+        batch_size = cfg.train_dataloader.batch_size
+        batch = pseudo_collate([train_set[i % len(train_set)] for i in range(batch_size)])
+        wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
+        model.train()
+
+        def train_step():
+            model.train_step(batch, wrapper)
+        result.train_step_seconds = _median(train_step, iters, synchronize)
+        result.peak_train_memory_mb = _peak_memory_mb(train_step, device)
+        with torch.no_grad():  # the batch as the model sees it: after the data preprocessor's padding
+            inputs = model.data_preprocessor(batch, True)['inputs']
+        result.train_input = 'x'.join(map(str, inputs.shape))
+        return result
+
+
+def speed_table(results: List[ModelSpeed], baseline: Optional[ModelSpeed] = None) -> str:
+    """Markdown table, one row per config; with ``baseline``, ratios to it (same run)."""
+    columns = ['config', 'test input', 'images/s', 'train batch', 'train step s', 'peak train MB']
+    if baseline is not None:
+        columns += ['time ratio (inference)', 'time ratio (train step)', 'memory ratio']
+    lines = ['| ' + ' | '.join(columns) + ' |', '|' + '---|' * len(columns)]
+
+    def fmt(value, digits):
+        return '-' if value is None else f'{value:.{digits}f}'
+    for r in results:
+        cells = [osp.basename(r.config), r.test_input, fmt(r.images_per_second, 3), r.train_input,
+                 fmt(r.train_step_seconds, 2), fmt(r.peak_train_memory_mb, 0)]
+        if baseline is not None:
+            cells += [fmt(baseline.images_per_second / r.images_per_second, 2),
+                      fmt(r.train_step_seconds / baseline.train_step_seconds
+                          if r.train_step_seconds and baseline.train_step_seconds else None, 2),
+                      fmt(r.peak_train_memory_mb / baseline.peak_train_memory_mb
+                          if r.peak_train_memory_mb and baseline.peak_train_memory_mb else None, 2)]
+        lines.append('| ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines)
+
+
+def describe_machine(device: str) -> Dict[str, str]:
+    if device == 'cuda':
+        return dict(device=torch.cuda.get_device_name())
+    return dict(device=f'CPU, {torch.get_num_threads()} threads')
