@@ -271,9 +271,13 @@ def balanced_hierarchical_clustering(q: torch.Tensor, plan: ClusterPlan,
     if rows < total:
         q = F.pad(q, (0, 0, 0, total - rows))
     eager_cpu = q.device.type == 'cpu' and not is_tracing()
+    native = use_native and eager_cpu
     # Autocast must not reach the cosines either: under it the products below would run in bf16 / fp16.
+    # (Devices without autocast, e.g. meta, refuse even a disabled autocast context.)
+    if not torch.amp.is_autocast_available(q.device.type):
+        return _cluster(q, plan, kmeans_iters, temperature, native, eager_cpu)
     with torch.autocast(q.device.type, enabled=False):
-        return _cluster(q, plan, kmeans_iters, temperature, use_native and eager_cpu, eager_cpu)
+        return _cluster(q, plan, kmeans_iters, temperature, native, eager_cpu)
 
 
 def _cluster(q: torch.Tensor, plan: ClusterPlan, kmeans_iters: int, temperature: float, native: bool,
