@@ -166,7 +166,8 @@ def test_checkpoint_with_pickle_payload_is_refused(tmp_path, payload_kind):
 def _numpy_arrays_of_every_dtype_and_shape():
     """Every numpy dtype but object (whose items are arbitrary pickles), each empty, 0-d, 2-d and Fortran-ordered."""
     import numpy as np
-    dtypes = sorted({np.dtype(t) for t in set(np.sctypeDict.values())} - {np.dtype(object)}, key=str)
+    dtypes = sorted({np.dtype(t) for t in set(np.sctypeDict.values()) if t.__module__ == 'numpy'} - {np.dtype(object)},
+                    key=str)  # (sctypeDict also lists types other packages register, e.g. ml_dtypes, imported by onnx)
     dtypes += [np.dtype('U7'), np.dtype('S5'), np.dtype('datetime64[s]'), np.dtype('timedelta64[ms]'),
                np.dtype([('a', '<f4'), ('b', '<i8', (2,))])]
     arrays = []
