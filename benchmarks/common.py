@@ -7,6 +7,7 @@ from typing import Callable
 import torch
 
 from boat_mm.cpu_memory import retain_freed_memory
+from boat_mm.model_benchmark import peak_memory_mb  # noqa: F401  (one implementation, re-exported)
 
 __all__ = ['time_call', 'peak_memory_mb', 'machine_description', 'markdown_table', 'configure_allocator']
 
@@ -28,23 +29,6 @@ def time_call(fn: Callable[[], object], repeats: int = 5, warmup: int = 1, devic
         times.append(time.perf_counter() - start)
     gc.collect()
     return statistics.median(times)
-
-
-def peak_memory_mb(fn: Callable[[], object], device: str = 'cpu') -> float:
-    """Peak memory of one ``fn()`` call: CUDA allocator peak, or on CPU the profiler's allocation peak."""
-    if device == 'cuda':
-        torch.cuda.reset_peak_memory_stats()
-        fn()
-        return torch.cuda.max_memory_allocated() / 2 ** 20
-    from torch.profiler import ProfilerActivity, profile
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
-    events = prof.events()
-    current = peak = 0
-    for event in sorted(events, key=lambda e: e.time_range.start):
-        current += event.cpu_memory_usage
-        peak = max(peak, current)
-    return peak / 2 ** 20
 
 
 def configure_allocator(device: str, malloc_defaults: bool = False) -> str:

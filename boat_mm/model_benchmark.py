@@ -79,7 +79,9 @@ def _median(fn: Callable[[], object], iters: int, synchronize: Callable[[], None
     return statistics.median(times)
 
 
-def _peak_memory_mb(fn: Callable[[], object], device: str) -> float:
+def peak_memory_mb(fn: Callable[[], object], device: str = 'cpu') -> float:
+    """Peak memory of one ``fn()`` call: CUDA allocator peak, or on CPU the profiler's allocation peak
+    (also used by the benchmark scripts, benchmarks/common.py)."""
     if device == 'cuda':
         torch.cuda.reset_peak_memory_stats()
         fn()
@@ -131,7 +133,7 @@ def measure(config: str, checkpoint: Optional[str] = None, device: str = 'cpu', 
         def train_step():
             model.train_step(batch, wrapper)
         result.train_step_seconds = _median(train_step, iters, synchronize)
-        result.peak_train_memory_mb = _peak_memory_mb(train_step, device)
+        result.peak_train_memory_mb = peak_memory_mb(train_step, device)
         with torch.no_grad():  # the batch as the model sees it: after the data preprocessor's padding
             inputs = model.data_preprocessor(batch, True)['inputs']
         result.train_input = 'x'.join(map(str, inputs.shape))

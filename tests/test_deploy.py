@@ -14,7 +14,7 @@ ort = pytest.importorskip('onnxruntime')
 pytest.importorskip('onnxscript')
 
 from boat_mm import BOATCSWinTransformer, BOATSwinTransformer, deployment  # noqa: E402
-from boat_mm.models.feature_space_attention import balanced_hierarchical_clustering, plan_clusters  # noqa: E402
+from test_export import _Clustering  # noqa: E402  (the torch clustering as a module, shared with torch.export tests)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOL = os.path.join(REPO, 'tools', 'deployment', 'export_onnx.py')
@@ -29,15 +29,6 @@ def _run_onnx(path, *inputs):
     session = ort.InferenceSession(path, providers=['CPUExecutionProvider'])
     feed = {arg.name: x.numpy() for arg, x in zip(session.get_inputs(), inputs)}
     return [torch.from_numpy(out) for out in session.run(None, feed)]
-
-
-class _Clustering(torch.nn.Module):
-    def __init__(self, num_tokens):
-        super().__init__()
-        self.plan = plan_clusters(num_tokens)
-
-    def forward(self, q):
-        return balanced_hierarchical_clustering(q, self.plan, use_native=False)
 
 
 @pytest.mark.parametrize('inputs', ['random', 'ties'])
