@@ -81,7 +81,11 @@ def _median(fn: Callable[[], object], iters: int, synchronize: Callable[[], None
 
 def peak_memory_mb(fn: Callable[[], object], device: str = 'cpu') -> float:
     """Peak memory of one ``fn()`` call: CUDA allocator peak, or on CPU the profiler's allocation peak
-    (also used by the benchmark scripts, benchmarks/common.py)."""
+    (also used by the benchmark scripts, benchmarks/common.py).
+
+    On CPU each profiler event's *self* allocations are summed in time order: an op's total
+    (``cpu_memory_usage``) includes the ops it calls, which are events of their own, so totals would count
+    nested allocations twice (``aten::linear`` and its ``aten::addmm``)."""
     if device == 'cuda':
         torch.cuda.reset_peak_memory_stats()
         fn()
@@ -91,7 +95,7 @@ def peak_memory_mb(fn: Callable[[], object], device: str = 'cpu') -> float:
         fn()
     current = peak = 0
     for event in sorted(prof.events(), key=lambda e: e.time_range.start):
-        current += event.cpu_memory_usage
+        current += event.self_cpu_memory_usage
         peak = max(peak, current)
     return peak / 2 ** 20
 

@@ -11,9 +11,11 @@ from typing import Iterator, List, Optional, Tuple
 
 import torch
 from mmengine.config import Config, ConfigDict, DictAction  # noqa: F401  (DictAction re-exported)
+from mmengine.hooks import Hook
 
-__all__ = ['add_common_args', 'build_model_without_weights', 'load_config', 'adapt_cfg_to_device', 'check_datasets', 'DatasetNotFoundError', 'build_runner',
-           'missing_files_reported']
+__all__ = ['add_common_args', 'parse_common', 'build_model_without_weights', 'load_config', 'adapt_cfg_to_device',
+           'check_datasets', 'DatasetNotFoundError', 'build_runner', 'prepare', 'enable_auto_scale_lr',
+           'disable_validation', 'TrainSetupLogger', 'describe_train_setup', 'missing_files_reported']
 
 # How to get the real data, per toolbox scope.
 _DATA_HELP = {
@@ -92,6 +94,8 @@ def build_model_without_weights(config: str):
     cfg = Config.fromfile(config)
     scope = cfg.get('default_scope', 'mmpretrain')
     init_default_scope(scope)
+    if cfg.get('data_preprocessor') is not None:  # as mmengine's Runner: the top-level one is the default
+        cfg.model.setdefault('data_preprocessor', cfg.data_preprocessor)
     _replace_sync_bn(cfg.model)
     cfg.model.get('backbone', {}).pop('init_cfg', None)
     model = toolbox_models(scope).build(cfg.model)
@@ -195,6 +199,52 @@ def prepare(cfg: Config, loaders) -> None:
         if int(os.environ.get('RANK', '0')) == 0:
             print(f'[boat_mm] {change}')
     check_datasets(cfg, loaders)
+
+
+def enable_auto_scale_lr(cfg: Config) -> None:
+    """``--auto-scale-lr`` (mmdet / mmpretrain meaning): mmengine's Runner multiplies every learning rate by
+    (processes x per-GPU batch) / ``auto_scale_lr.base_batch_size``, the total batch the config's rate is for."""
+    base = (cfg.get('auto_scale_lr') or {}).get('base_batch_size')
+    if not base:
+        raise ValueError('--auto-scale-lr: the config declares no auto_scale_lr.base_batch_size (the total '
+                         'batch its learning rate was set for), e.g. auto_scale_lr = dict(base_batch_size=16)')
+    cfg.auto_scale_lr.enable = True
+
+
+def disable_validation(cfg: Config) -> None:
+    """``--no-validate`` (mmpretrain meaning): no validation loop, dataloader or evaluator during training."""
+    cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
+    checkpoint = cfg.get('default_hooks', {}).get('checkpoint')
+    if checkpoint is not None and checkpoint.get('save_best'):
+        checkpoint.save_best = None  # nothing to rank checkpoints by
+
+
+class TrainSetupLogger(Hook):
+    """Logs, when training starts, the total batch and the learning rate the optimizer really starts from
+    (after ``--auto-scale-lr``, before warm-up factors), so that every run's log says both."""
+    priority = 'VERY_LOW'
+
+    def before_train(self, runner) -> None:
+        runner.logger.info(describe_train_setup(runner))
+
+
+def describe_train_setup(runner) -> str:
+    """'total batch 4 (2 processes x 2), base batch 16, lr 5e-05 (scaled by 0.25)' for the train log."""
+    per_gpu = runner.cfg.train_dataloader.batch_size  # the built loader's is None under a batch sampler (mmdet)
+    total = runner.world_size * per_gpu
+    scaling = runner.auto_scale_lr or {}
+    base = scaling.get('base_batch_size')
+    wrappers = runner.optim_wrapper.values() if hasattr(runner.optim_wrapper, 'values') else [runner.optim_wrapper]
+    rates = sorted({group.get('initial_lr', group['lr']) for wrapper in wrappers
+                    for group in wrapper.optimizer.param_groups})
+    lr = ', '.join(f'{rate:.6g}' for rate in rates)
+    processes = f'{runner.world_size} process' + ('es' if runner.world_size > 1 else '')
+    text = f'total batch {total} ({processes} x {per_gpu}), learning rate {lr}'
+    if base:
+        text += f', config base batch {base}'
+        text += (f' (auto-scaled by {total / base:.6g})' if scaling.get('enable')
+                 else ' (not scaled: --auto-scale-lr scales it)')
+    return text
 
 
 @contextmanager

@@ -12,3 +12,6 @@ model = dict(
                       prefix='backbone.')),
     decode_head=dict(in_channels=[64, 128, 256, 512]),
     auxiliary_head=dict(in_channels=256))
+
+# The learning rate is for 8 GPUs x 2 images: tools/train.py --auto-scale-lr rescales it for another total batch.
+auto_scale_lr = dict(enable=False, base_batch_size=16)

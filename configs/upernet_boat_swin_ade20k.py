@@ -11,3 +11,6 @@ model = dict(
                       prefix='backbone.')),
     decode_head=dict(in_channels=[96, 192, 384, 768]),
     auxiliary_head=dict(in_channels=384))
+
+# The learning rate is for 8 GPUs x 2 images: tools/train.py --auto-scale-lr rescales it for another total batch.
+auto_scale_lr = dict(enable=False, base_batch_size=16)

@@ -65,3 +65,24 @@ def test_bench_deploy_prints_runtimes_and_parity():
     assert [row.split(' | ')[2] for row in rows] == ['pytorch eager', 'onnxruntime', 'torch.compile (aot_eager)']
     for row in rows[1:]:
         assert row.split(' | ')[-1].strip(' |') == '0.000%'  # no output moved at this size
+
+
+def test_cpu_peak_memory_counts_nested_allocations_once():
+    """linear (whose addmm allocates the output) then gelu, 1 MiB each, the first freed after the second: the
+    peak is 2 MiB, not 3 (an op's total includes the ops it calls, which are events of their own)."""
+    from boat_mm.model_benchmark import peak_memory_mb
+    layer, x = torch.nn.Linear(1024, 1024), torch.randn(256, 1024)  # outputs: 256 x 1024 x 4 B = 1 MiB
+
+    def forward():
+        hidden = layer(x)
+        return torch.nn.functional.gelu(hidden).sum()
+    with torch.no_grad():
+        assert peak_memory_mb(forward) == pytest.approx(2.0, abs=0.01)
+
+
+def test_model_built_for_analysis_takes_the_configs_data_preprocessor():
+    """As mmengine's Runner: a classifier config's top-level data_preprocessor (num_classes, needed by its
+    Mixup / CutMix one-hot labels) reaches the model built by benchmark.py, get_flops.py and friends."""
+    from boat_mm.training import build_model_without_weights
+    _, model = build_model_without_weights(osp.join(REPO, 'configs', 'cls_boat_swin_imagenet.py'))
+    assert model.data_preprocessor.num_classes == 1000

@@ -31,8 +31,12 @@ def test_the_fixed_entry_point_config_exists():
 @pytest.mark.parametrize('path', CONFIGS, ids=[osp.relpath(p, REPO) for p in CONFIGS])
 def test_config_parses_and_model_builds(path):
     cfg = Config.fromfile(path)
-    assert cfg.custom_imports == dict(imports=['boat_mm'], allow_failed_imports=False)
+    # mmdet configs also import the Mask R-CNN TTA model (configs/_base_/mask-rcnn_tta.py)
+    imports = ['boat_mm', 'boat_mm.det_tta'] if cfg.default_scope == 'mmdet' else ['boat_mm']
+    assert cfg.custom_imports == dict(imports=imports, allow_failed_imports=False)
     assert cfg.default_scope in ('mmpretrain', 'mmdet', 'mmseg')
+    if cfg.default_scope == 'mmdet':
+        assert cfg.tta_model.type == 'MaskDetTTAModel' and len(cfg.tta_pipeline[-1].transforms[0]) == 3
     model = build_model(cfg)
     assert type(model.backbone).__name__ in ('BOATSwinTransformer', 'BOATCSWinTransformer')
     if cfg.default_scope != 'mmpretrain' and 'demo' not in path:

@@ -1,7 +1,12 @@
 """Train any boat_mm config (mmpretrain, mmdet or mmseg: the config's ``default_scope`` decides).
 
-    python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp] [--cfg-options k=v ...]
+    python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp] [--auto-scale-lr] [--no-validate]
+                          [--cfg-options k=v ...]
     tools/dist_train.sh CONFIG GPUS [args]        # torchrun, also multi-node and CPU (gloo)
+
+The log says, at the start of training, the total batch (processes x per-GPU batch) and the learning rate the
+optimizer starts from; --auto-scale-lr scales it by total batch / the config's auto_scale_lr.base_batch_size
+(as in mmdet and mmpretrain).
 """
 import argparse
 import os
@@ -10,8 +15,9 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
 
 import boat_mm  # noqa: E402,F401  (registers BOAT, applies compat fixes)
-from boat_mm.training import (DatasetNotFoundError, add_common_args, build_runner, load_config,  # noqa: E402
-                              missing_files_reported, parse_common, prepare)
+from boat_mm.training import (DatasetNotFoundError, TrainSetupLogger, add_common_args, build_runner,  # noqa: E402
+                              disable_validation, enable_auto_scale_lr, load_config, missing_files_reported,
+                              parse_common, prepare)
 
 
 def parse_args(argv=None):
@@ -20,6 +26,10 @@ def parse_args(argv=None):
     parser.add_argument('--resume', nargs='?', type=str, const='auto',
                         help='resume from the given checkpoint, or from the latest one in the work dir')
     parser.add_argument('--amp', action='store_true', help='automatic mixed precision (needs a GPU)')
+    parser.add_argument('--auto-scale-lr', action='store_true',
+                        help="scale the learning rate by the real total batch over the config's "
+                             'auto_scale_lr.base_batch_size')
+    parser.add_argument('--no-validate', action='store_true', help='do not evaluate during training')
     add_common_args(parser)
     return parse_common(parser, argv)
 
@@ -42,13 +52,19 @@ def main(argv=None):
             sys.exit(f'--resume: checkpoint not found: {args.resume}')
         cfg.resume, cfg.load_from = True, args.resume
     try:
-        prepare(cfg, loaders=('train_dataloader', 'val_dataloader'))
-    except DatasetNotFoundError as error:
+        if args.auto_scale_lr:
+            enable_auto_scale_lr(cfg)
+        if args.no_validate:
+            disable_validation(cfg)
+        prepare(cfg, loaders=('train_dataloader',) if args.no_validate else ('train_dataloader', 'val_dataloader'))
+    except (ValueError, DatasetNotFoundError) as error:
         sys.exit(f'error: {error}')
     if args.check_only:
         return
     with missing_files_reported():
-        build_runner(cfg).train()
+        runner = build_runner(cfg)
+        runner.register_hook(TrainSetupLogger())
+        runner.train()
 
 
 if __name__ == '__main__':

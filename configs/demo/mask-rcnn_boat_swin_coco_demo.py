@@ -40,3 +40,16 @@ optim_wrapper = dict(optimizer=dict(lr=2e-4))
 param_scheduler = [dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=10)]
 train_cfg = dict(max_epochs=2, val_interval=2)
 default_hooks = dict(logger=dict(interval=4), checkpoint=dict(interval=1))
+
+# --tta at the demo's size: mmdet's three TTA scales relative to the test scale (1x, 0.5x, 1.5x), x 2 flips
+tta_scales = [image_scale, (image_scale[0] // 2, image_scale[1] // 2), (image_scale[0] * 3 // 2, image_scale[1] * 3 // 2)]
+tta_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='TestTimeAug', transforms=[
+        [dict(type='Resize', scale=scale, keep_ratio=True) for scale in tta_scales],
+        [dict(type='RandomFlip', prob=1.), dict(type='RandomFlip', prob=0.)],
+        [dict(type='LoadAnnotations', with_bbox=True, with_mask=True)],
+        [dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor',
+                                                'flip', 'flip_direction'))],
+    ]),
+]
