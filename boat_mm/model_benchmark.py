@@ -67,16 +67,22 @@ def _dataset(loader_cfg, scope: str, root: str):
     return importlib.import_module(f'{scope}.registry').DATASETS.build(dataset_cfg)
 
 
-def _median(fn: Callable[[], object], iters: int, synchronize: Callable[[], None]) -> float:
-    fn()  # warm-up (first-call allocations, kernel builds)
-    times = []
-    for _ in range(iters):
-        synchronize()
-        start = time.perf_counter()
+def _interleaved_medians(fns: List[Callable[[], object]], iters: int,
+                        synchronize: Callable[[], None]) -> List[float]:
+    """Median time of each function over ``iters`` rounds that run them in turn (A B A B ...), after one
+    warm-up each (first-call allocations, kernel builds): a machine whose speed drifts (a shared host,
+    another job) slows every config alike instead of whichever happened to be measured during it."""
+    for fn in fns:
         fn()
-        synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    times: List[List[float]] = [[] for _ in fns]
+    for _ in range(iters):
+        for fn, own in zip(fns, times):
+            synchronize()
+            start = time.perf_counter()
+            fn()
+            synchronize()
+            own.append(time.perf_counter() - start)
+    return [statistics.median(own) for own in times]
 
 
 def peak_memory_mb(fn: Callable[[], object], device: str = 'cpu') -> float:
@@ -100,48 +106,72 @@ def peak_memory_mb(fn: Callable[[], object], device: str = 'cpu') -> float:
     return peak / 2 ** 20
 
 
+class _Prepared:
+    """One config built for measurement: its model, a test sample and a training batch from the config's
+    own pipelines, and its optimiser."""
+
+    def __init__(self, config: str, checkpoint: Optional[str], device: str, root: str, train: bool):
+        from mmengine.dataset import pseudo_collate
+        from mmengine.optim import build_optim_wrapper
+        from mmengine.runner import load_checkpoint
+
+        from .training import build_model_without_weights
+        self.config = config
+        cfg, self.model = build_model_without_weights(config)
+        scope = cfg.get('default_scope', 'mmpretrain')
+        if checkpoint:
+            load_checkpoint(self.model, checkpoint, map_location='cpu', logger='silent')
+        self.model.to(device)
+        data_root = osp.join(root, scope)
+        if not osp.isdir(data_root):
+            _write_demo_data(scope, data_root)
+        self.sample = pseudo_collate([_dataset(cfg.test_dataloader, scope, data_root)[0]])
+        self.batch = self.wrapper = None
+        if train:
+            train_set = _dataset(cfg.train_dataloader, scope, data_root)
+            self.batch = pseudo_collate([train_set[i % len(train_set)]
+                                         for i in range(cfg.train_dataloader.batch_size)])
+            self.wrapper = build_optim_wrapper(self.model, cfg.optim_wrapper)
+
+    def predict(self) -> None:
+        self.model.eval()
+        with torch.no_grad():
+            self.model.test_step(self.sample)
+
+    def train_step(self) -> None:
+        self.model.train()
+        self.model.train_step(self.batch, self.wrapper)
+
+    def train_input(self) -> str:
+        with torch.no_grad():  # the batch as the model sees it: after the data preprocessor's padding
+            return 'x'.join(map(str, self.model.data_preprocessor(self.batch, True)['inputs'].shape))
+
+
+def measure_all(configs: List[str], checkpoints: Optional[List[Optional[str]]] = None, device: str = 'cpu',
+                iters: int = 3, train: bool = True) -> List[ModelSpeed]:
+    """Measure configs side by side (random weights unless a checkpoint is given); see the module docstring.
+    All models are built first, then every measurement round runs each config in turn, so that ratios
+    between them come from the same moments of the run."""
+    checkpoints = checkpoints or [None] * len(configs)
+    synchronize = torch.cuda.synchronize if device == 'cuda' else (lambda: None)
+    with tempfile.TemporaryDirectory() as root:
+        prepared = [_Prepared(c, ckpt, device, root, train) for c, ckpt in zip(configs, checkpoints)]
+        seconds = _interleaved_medians([p.predict for p in prepared], iters, synchronize)
+        results = [ModelSpeed(p.config, 'x'.join(map(str, p.sample['inputs'][0].shape)), 1.0 / t, '-', None, None)
+                   for p, t in zip(prepared, seconds)]
+        if train:
+            step_seconds = _interleaved_medians([p.train_step for p in prepared], iters, synchronize)
+            for p, result, step in zip(prepared, results, step_seconds):
+                result.train_step_seconds = step
+                result.peak_train_memory_mb = peak_memory_mb(p.train_step, device)
+                result.train_input = p.train_input()
+    return results
+
+
 def measure(config: str, checkpoint: Optional[str] = None, device: str = 'cpu', iters: int = 3,
             train: bool = True) -> ModelSpeed:
     """Measure one config (random weights unless ``checkpoint``); see the module docstring."""
-    from mmengine.dataset import pseudo_collate
-    from mmengine.optim import build_optim_wrapper
-    from mmengine.runner import load_checkpoint
-
-    from .training import build_model_without_weights
-    cfg, model = build_model_without_weights(config)
-    scope = cfg.get('default_scope', 'mmpretrain')
-    if checkpoint:
-        load_checkpoint(model, checkpoint, map_location='cpu', logger='silent')
-    model.to(device)
-    synchronize = torch.cuda.synchronize if device == 'cuda' else (lambda: None)
-    with tempfile.TemporaryDirectory() as root:
-        _write_demo_data(scope, root)
-        test_set = _dataset(cfg.test_dataloader, scope, root)
-        sample = pseudo_collate([test_set[0]])
-        model.eval()
-
-        def predict():
-            with torch.no_grad():
-                model.test_step(sample)
-        seconds = _median(predict, iters, synchronize)
-        test_input = 'x'.join(map(str, sample['inputs'][0].shape))
-        result = ModelSpeed(config, test_input, 1.0 / seconds, '-', None, None)
-        if not train:
-            return result
-        train_set = _dataset(cfg.train_dataloader, scope, root)
-        batch_size = cfg.train_dataloader.batch_size
-        batch = pseudo_collate([train_set[i % len(train_set)] for i in range(batch_size)])
-        wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
-        model.train()
-
-        def train_step():
-            model.train_step(batch, wrapper)
-        result.train_step_seconds = _median(train_step, iters, synchronize)
-        result.peak_train_memory_mb = peak_memory_mb(train_step, device)
-        with torch.no_grad():  # the batch as the model sees it: after the data preprocessor's padding
-            inputs = model.data_preprocessor(batch, True)['inputs']
-        result.train_input = 'x'.join(map(str, inputs.shape))
-        return result
+    return measure_all([config], [checkpoint], device, iters, train)[0]
 
 
 def speed_table(results: List[ModelSpeed], baseline: Optional[ModelSpeed] = None) -> str:

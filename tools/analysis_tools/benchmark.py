@@ -7,8 +7,9 @@ Inference runs the whole classifier / segmentor / detector (data preprocessor in
 through the config's test pipeline, i.e. at its own test input size; a training step (forward, backward,
 optimiser step with the config's optimiser) runs at the config's crop and per-GPU batch size. Images are
 real-format demo data at photo size, generated in a temporary directory (boat_mm/model_benchmark.py).
-Medians of --iters runs after one warm-up. With --compare, both configs are measured in the same run and
-the table gives CONFIG's time and memory over CONFIG2's (e.g. a BOAT config against its baseline).
+Medians of --iters runs after one warm-up. With --compare, both models are built first and every timing round
+runs one then the other (A B A B ...), so that a machine whose speed drifts slows both alike; the table gives
+CONFIG's time and memory over CONFIG2's (e.g. a BOAT config against its baseline).
 """
 import argparse
 import os
@@ -20,7 +21,7 @@ import torch  # noqa: E402
 
 import boat_mm  # noqa: E402,F401  (registers BOAT)
 from boat_mm.cpu_memory import retain_freed_memory  # noqa: E402
-from boat_mm.model_benchmark import describe_machine, measure, speed_table  # noqa: E402
+from boat_mm.model_benchmark import describe_machine, measure_all, speed_table  # noqa: E402
 
 
 def main(argv=None):
@@ -39,11 +40,9 @@ def main(argv=None):
         sys.exit('error: --iters must be >= 1')
     if args.device == 'cpu':
         retain_freed_memory()  # as tools/train.py: freed memory reused, not page-faulted again
-    results = [measure(args.config, args.checkpoint, args.device, args.iters, not args.no_train)]
-    baseline = None
-    if args.compare:
-        baseline = measure(args.compare, None, args.device, args.iters, not args.no_train)
-        results.append(baseline)
+    configs = [args.config] + ([args.compare] if args.compare else [])
+    results = measure_all(configs, [args.checkpoint, None], args.device, args.iters, not args.no_train)
+    baseline = results[1] if args.compare else None
     print(f'# whole-model benchmark, {describe_machine(args.device)["device"]}, torch {torch.__version__}, '
           f'median of {args.iters}')
     print(speed_table(results, baseline))
