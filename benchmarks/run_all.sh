@@ -23,3 +23,5 @@ fi
 "$PYTHON" benchmarks/bench_deploy.py --repeats 3 || echo "deploy variant did not run here (pip install onnx onnxscript onnxruntime)"
 # torch.compile: BOAT-Swin-T pair only (inductor compiles every stage shape: ~5 minutes on 2 cores per pair)
 "$PYTHON" benchmarks/bench_backbones.py --compile --pairs swin --sizes 224 --repeats 3 || echo "torch.compile variant did not run here"
+# Every ADE20K test-time-augmentation scale through the whole BOAT-CSWin-T UperNet (about 1 minute)
+"$PYTHON" benchmarks/bench_tta_sizes.py

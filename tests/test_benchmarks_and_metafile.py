@@ -86,3 +86,12 @@ def test_model_built_for_analysis_takes_the_configs_data_preprocessor():
     from boat_mm.training import build_model_without_weights
     _, model = build_model_without_weights(osp.join(REPO, 'configs', 'cls_boat_swin_imagenet.py'))
     assert model.data_preprocessor.num_classes == 1000
+
+
+def test_bench_tta_sizes_runs_every_ade20k_scale():
+    """The whole BOAT-CSWin-T UperNet at every TTA scale of a (small) image: one row per scale, growing tokens."""
+    output = run(['benchmarks/bench_tta_sizes.py', '--image', '64x86'])
+    rows = [line.split('|')[1:-1] for line in output.splitlines() if re.match(r'\| [\d.]+ \|', line)]
+    assert [r[0].strip() for r in rows] == ['0.5', '0.75', '1', '1.25', '1.5', '1.75']
+    tokens = [int(r[2]) for r in rows]
+    assert tokens == sorted(tokens) and rows[-1][1].strip() == '112x150'
