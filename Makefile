@@ -10,13 +10,16 @@ PYTHON := $(VENV)/bin/python
 endif
 PYTEST_ARGS ?=
 
-.PHONY: env test demo clean
+.PHONY: env lint test demo clean
 
 env:
 	bash tools/bootstrap.sh
 
-test: env
+test: env lint
 	$(PYTHON) -m pytest tests $(PYTEST_ARGS)
+
+lint: env
+	$(PYTHON) -m ruff check .
 
 demo: env
 	$(PYTHON) tools/demo.py

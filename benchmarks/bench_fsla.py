@@ -17,8 +17,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
-from benchmarks.common import (configure_allocator, machine_description, markdown_table,  # noqa: E402
-                               peak_memory_mb, time_call)
+from benchmarks.common import configure_allocator, machine_description, markdown_table, peak_memory_mb, time_call  # noqa: E402
 from boat_mm.models.feature_space_attention import FeatureSpaceLocalAttention  # noqa: E402
 
 TOKEN_COUNTS = (3136, 12544, 50176, 200704)  # 56^2, 112^2, 224^2, 448^2

@@ -17,8 +17,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
-from benchmarks.common import (configure_allocator, machine_description, markdown_table, peak_memory_mb,  # noqa: E402
-                               time_call)
+from benchmarks.common import configure_allocator, machine_description, markdown_table, peak_memory_mb, time_call  # noqa: E402
 from boat_mm.training import build_model_without_weights  # noqa: E402
 
 

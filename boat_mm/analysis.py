@@ -19,8 +19,13 @@ from typing import Dict, List, Tuple
 import torch
 import torch.nn as nn
 
-from .models.feature_space_attention import (DEFAULT_CLUSTER_SIZE, DEFAULT_KMEANS_ITERS, DEFAULT_OVERLAP,
-                                             FeatureSpaceLocalAttention, plan_clusters)
+from .models.feature_space_attention import (
+    DEFAULT_CLUSTER_SIZE,
+    DEFAULT_KMEANS_ITERS,
+    DEFAULT_OVERLAP,
+    FeatureSpaceLocalAttention,
+    plan_clusters,
+)
 
 __all__ = ['fsla_flops', 'count_complexity', 'complexity_of_config', 'DEFAULT_SHAPES']
 

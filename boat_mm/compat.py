@@ -110,7 +110,8 @@ def load_checkpoint_file(filename: str, map_location='cpu', extra_globals=()):
             raise DamagedCheckpointError(f'cannot load {filename}: the file is damaged (truncated or corrupted) '
                                          f'or is not a PyTorch checkpoint ({error})') from None
         reason = str(error).strip().splitlines()
-        detail = next((line for line in reason if 'GLOBAL' in line or 'Unsupported' in line), reason[0] if reason else '')
+        detail = next((line for line in reason if 'GLOBAL' in line or 'Unsupported' in line),
+                      reason[0] if reason else '')
         raise pickle.UnpicklingError(
             f'refused to load {filename}: it holds objects outside the allow-list of safe checkpoint contents, '
             f'and nothing in it was run ({detail.strip()})') from None
@@ -169,6 +170,7 @@ def _init_dist_pytorch_cpu_aware(backend, init_backend='torch', **kwargs):
 def _init_dist_slurm_cpu_aware(backend, port=None, init_backend='torch', **kwargs):
     import os
     import subprocess
+
     import torch.distributed as torch_dist
     if torch.cuda.is_available():
         return _ORIGINAL_INIT_DIST_SLURM(backend, port=port, init_backend=init_backend, **kwargs)

@@ -24,6 +24,7 @@ from collections import OrderedDict
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
+
 from .compat import load_checkpoint_file, save_checkpoint_atomic
 
 __all__ = ['detect_layout', 'detect_family', 'detect_arch', 'infer_backbone_cfg', 'convert_state_dict',

@@ -24,6 +24,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+__all__ = ['require_deploy_packages', 'export_onnx', 'ClassifierLogits', 'SegmentorLogits', 'DetectorFeatures',
+           'ExportTask', 'build_model', 'exportable', 'preprocess_image', 'moved_share', 'Verification', 'verify_onnx']
+
 # Opset 18: the lowest the dynamo exporter targets natively, read by onnxruntime >= 1.14 and TensorRT >= 8.6.
 DEFAULT_OPSET = 18
 INPUT_NAME = 'input'

@@ -35,8 +35,8 @@ def _default_flip_tta(cfg: Config) -> None:
     test_pipeline = innermost_dataset(cfg.test_dataloader.dataset).pipeline
     cfg.setdefault('tta_model', dict(type='AverageClsScoreTTA'))
     if 'tta_pipeline' not in cfg:
-        flip = dict(type='TestTimeAug', transforms=[[dict(type='RandomFlip', prob=1.), dict(type='RandomFlip', prob=0.)],
-                                                   [test_pipeline[-1]]])
+        flips = [dict(type='RandomFlip', prob=1.), dict(type='RandomFlip', prob=0.)]
+        flip = dict(type='TestTimeAug', transforms=[flips, [test_pipeline[-1]]])
         cfg.tta_pipeline = copy.deepcopy(test_pipeline[:-1]) + [flip]
 
 

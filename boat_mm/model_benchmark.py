@@ -21,6 +21,8 @@ import torch
 
 from .demo_data import DEMO_CLASSES, make_ade20k, make_coco, make_imagenet
 
+__all__ = ['ModelSpeed', 'peak_memory_mb', 'measure_all', 'measure', 'speed_table', 'describe_machine']
+
 # Photo sizes (H, W) of the generated images: typical of each dataset (ADE20K / COCO are about 512x683 and
 # 480x640 on average; ImageNet images are resized before the 224 crop anyway).
 DEMO_IMAGE_SIZES = {'mmseg': (512, 683), 'mmdet': (480, 640), 'mmpretrain': (375, 500)}

@@ -12,6 +12,8 @@ import os.path as osp
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
+__all__ = ['Run', 'load_run', 'comparison_table', 'plot_curves']
+
 # The metric a run is judged by, per toolbox; the first one a run logged is used.
 PRIMARY_METRICS = ('mIoU', 'coco/segm_mAP', 'coco/bbox_mAP', 'accuracy/top1')
 # Metrics reported when present (higher is better for all of them).

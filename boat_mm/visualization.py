@@ -176,8 +176,8 @@ def draw_figure(image: np.ndarray, record: Dict, head: int, out_path: str, grid:
         drawn.update(token=token, members=own, overlap=overlap, highlight=highlight)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.subplots_adjust(left=0.01, right=0.93 if point is not None else 0.99, bottom=0.01, top=PANEL_INCHES / (PANEL_INCHES + TITLE_INCHES),
-                        wspace=0.05)
+    fig.subplots_adjust(left=0.01, right=0.93 if point is not None else 0.99, bottom=0.01,
+                        top=PANEL_INCHES / (PANEL_INCHES + TITLE_INCHES), wspace=0.05)
     _save_compact_png(fig, out_path)
     plt.close(fig)
     return drawn

@@ -97,6 +97,37 @@ def test_with_cp_gives_same_output_and_gradients(cls):
 
 
 @pytest.mark.parametrize('cls', BACKBONES)
+def test_with_cp_recomputation_keeps_the_forwards_clusters(cls, monkeypatch):
+    """A clustering that would come out differently when the backward recomputes a checkpointed block (GPU
+    non-determinism, TF32), forced here: every clustering after the forward's moves each real token to the
+    next token's slot. With checkpointing the gradients still equal those of the run without it, because the
+    recomputation reuses the forward's permutation instead of clustering again."""
+    import boat_mm.models.feature_space_attention as fsla_module
+    cluster = fsla_module.balanced_hierarchical_clustering
+    calls = []
+
+    def clustering_that_changes_after_the_forward(q, plan, *args, **kwargs):
+        perm = cluster(q, plan, *args, **kwargs)
+        calls.append(1)
+        if len(calls) > forward_calls:
+            perm = torch.where(perm < plan.num_tokens, (perm + 1) % plan.num_tokens, perm)
+        return perm
+    monkeypatch.setattr(fsla_module, 'balanced_hierarchical_clustering', clustering_that_changes_after_the_forward)
+    x = torch.randn(2, 3, 64, 80)
+    grads = []
+    for with_cp in (False, True):
+        torch.manual_seed(0)
+        model = tiny(cls, with_cp=with_cp, drop_path_rate=0.0).train()
+        forward_calls = sum(isinstance(m, fsla_module.FeatureSpaceLocalAttention) for m in model.modules())
+        calls.clear()
+        sum(o.sum() for o in model(x)).backward()
+        assert len(calls) == forward_calls  # with checkpointing too: no second clustering
+        grads.append({n: p.grad for n, p in model.named_parameters()})
+    for name in grads[0]:
+        torch.testing.assert_close(grads[0][name], grads[1][name], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize('cls', BACKBONES)
 def test_frozen_stages_freeze_embedding_and_first_stages(cls):
     model = tiny(cls, frozen_stages=2).train()
     frozen = [model.patch_embed, model.stages[0], model.stages[1], model.norm0, model.norm1]
@@ -157,3 +188,28 @@ def test_bad_arch_and_input_raise_clear_errors(cls):
     model = tiny(cls)
     with pytest.raises(ValueError, match=r'\(B, 3, H, W\)'):
         model(torch.randn(1, 4, 32, 32))
+
+
+@pytest.mark.parametrize('cls', BACKBONES)
+def test_fsla_cfg_and_its_deprecated_flat_spellings_build_the_same_model(cls, recwarn):
+    """One FSLA interface in both backbones: ``fsla_cfg`` (missing keys: released values); the flat arguments
+    of earlier versions build the same model and warn once per argument, however many models are built."""
+    from boat_mm.models import toolbox_args
+    toolbox_args._warned.clear()
+    settings = dict(cluster_size=32, overlap=8, kmeans_iters=3, temperature=50.0, qk_scale=0.5)
+    new = tiny(cls, fsla_cfg=settings)
+    assert not [w for w in recwarn if issubclass(w.category, DeprecationWarning)]
+    flat = dict(settings, fsla_qk_scale=settings['qk_scale'])
+    del flat['qk_scale']
+    old = tiny(cls, **flat)
+    tiny(cls, **flat)
+    warned = [str(w.message) for w in recwarn if issubclass(w.category, DeprecationWarning)]
+    assert len(warned) == 5
+    assert any('fsla_qk_scale= is deprecated; use fsla_cfg=dict(qk_scale=...)' in m for m in warned)
+    fsla = [m for m in new.modules() if type(m).__name__ == 'FeatureSpaceLocalAttention']
+    assert fsla and all((m.cluster_size, m.overlap, m.kmeans_iters, m.temperature, m.scale) == (32, 8, 3, 50.0, 0.5)
+                        for m in fsla)
+    assert all(torch.equal(a, b) for a, b in zip(new.state_dict().values(), old.state_dict().values()))
+    assert new.fsla_cfg == old.fsla_cfg == settings
+    released = tiny(cls).fsla_cfg
+    assert released == {**cls.default_fsla_cfg} and released['cluster_size'] == 49

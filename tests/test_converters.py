@@ -14,11 +14,19 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from boat_mm import BOATSwinTransformer
-from boat_mm import BOATCSWinTransformer
-from boat_mm.converters import (CSWIN, TOOLBOX_SWIN, backbone_state_dict, convert_boat_state_dict,
-                                convert_checkpoint, convert_state_dict, detect_arch, detect_layout,
-                                infer_backbone_cfg, load_released_checkpoint)
+from boat_mm import BOATCSWinTransformer, BOATSwinTransformer
+from boat_mm.converters import (
+    CSWIN,
+    TOOLBOX_SWIN,
+    backbone_state_dict,
+    convert_boat_state_dict,
+    convert_checkpoint,
+    convert_state_dict,
+    detect_arch,
+    detect_layout,
+    infer_backbone_cfg,
+    load_released_checkpoint,
+)
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 REFERENCE = json.load(open(osp.join(REPO, 'tests', 'data', 'reference_keys.json')))
@@ -74,8 +82,8 @@ def released_state_dict(name, classifier_state):
 
 def classifier(family, size, **backbone):
     """Our ImageNet classifier config of ``family``/``size``, with backbone arguments overridden."""
-    from mmpretrain.registry import MODELS
     from mmengine.registry import init_default_scope
+    from mmpretrain.registry import MODELS
     init_default_scope('mmpretrain')
     cfg = Config.fromfile(osp.join(REPO, 'configs', f'cls_boat_{family}{CLS_CONFIG[size]}_imagenet.py'))
     cfg.model.backbone.update(backbone)

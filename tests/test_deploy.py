@@ -13,8 +13,9 @@ import torch
 ort = pytest.importorskip('onnxruntime')
 pytest.importorskip('onnxscript')
 
-from boat_mm import BOATCSWinTransformer, BOATSwinTransformer, deployment  # noqa: E402
 from test_export import _Clustering  # noqa: E402  (the torch clustering as a module, shared with torch.export tests)
+
+from boat_mm import BOATCSWinTransformer, BOATSwinTransformer, deployment  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOL = os.path.join(REPO, 'tools', 'deployment', 'export_onnx.py')

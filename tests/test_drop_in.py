@@ -96,7 +96,8 @@ def test_stock_mmseg_init_cfg_in_openmmlab_swin_layout_is_converted(tmp_path):
                          f"type='BOATSwinTransformer', init_cfg=dict(type='Pretrained', checkpoint={str(path)!r})")
     backbone = build(cfg).backbone
     backbone.init_weights()
-    assert torch.equal(backbone.stages[1].blocks[0].mlp.fc1.weight, peer_state['stages.1.blocks.0.ffn.layers.0.0.weight'])
+    assert torch.equal(backbone.stages[1].blocks[0].mlp.fc1.weight,
+                       peer_state['stages.1.blocks.0.ffn.layers.0.0.weight'])
     assert torch.equal(backbone.patch_embed.proj.weight, peer_state['patch_embed.projection.weight'])
 
 
@@ -177,7 +178,8 @@ def test_cswin_upernet_config_swaps_by_type_alone(tmp_path):
                     "custom_imports = dict(imports=['boat_mm'], allow_failed_imports=False)\n"
                     "norm_cfg = dict(type='BN', requires_grad=True)\n"
                     f"model = dict(pretrained=None, backbone=dict(_delete_=True, **{backbone!r}),\n"
-                    "             decode_head=dict(in_channels=[64, 128, 256, 512], num_classes=150, norm_cfg=norm_cfg),\n"
+                    "             decode_head=dict(in_channels=[64, 128, 256, 512], num_classes=150,\n"
+                    "                              norm_cfg=norm_cfg),\n"
                     "             auxiliary_head=dict(in_channels=256, num_classes=150, norm_cfg=norm_cfg))\n")
     cfg = Config.fromfile(str(path))
     model = build(cfg).eval()
@@ -287,3 +289,24 @@ def test_out_indices_default_follows_the_toolbox(tmp_path):
 def _label(index):
     from mmpretrain.structures import DataSample
     return DataSample().set_gt_label(index)
+
+
+@pytest.mark.parametrize('scope', ['mmpretrain', 'mmdet', 'mmseg'])
+@pytest.mark.parametrize('frozen_stages', [-1, 0, 1, 3])
+def test_frozen_stages_freeze_what_the_toolboxs_own_swin_freezes(scope, frozen_stages):
+    """The same ``frozen_stages`` means different things in the toolboxes (mmpretrain's Swin: stages 0..k,
+    mmdet's and mmseg's: 0..k-1); a swapped-in BOAT-Swin follows the toolbox that builds it."""
+    from mmengine.registry import DefaultScope
+
+    def frozen(model):
+        model.train()
+        parts = {'patch_embed': model.patch_embed, **{f'stage{i}': s for i, s in enumerate(model.stages)},
+                 **{f'norm{i}': getattr(model, f'norm{i}') for i in range(4)}}
+        return {name: not any(p.requires_grad for p in part.parameters()) for name, part in parts.items()}
+    with DefaultScope.overwrite_default_scope(scope):
+        models = toolbox_models(scope)
+        stock = models.build(dict(type='SwinTransformer', **({'arch': 'tiny'} if scope == 'mmpretrain' else {}),
+                                  out_indices=(0, 1, 2, 3), frozen_stages=frozen_stages))
+        ours = models.build(dict(type='BOATSwinTransformer', arch='tiny', out_indices=(0, 1, 2, 3),
+                                 frozen_stages=frozen_stages))
+    assert frozen(ours) == frozen(stock)

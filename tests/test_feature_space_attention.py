@@ -7,9 +7,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from boat_mm.models.feature_space_attention import (FeatureSpaceLocalAttention,
-                                                    balanced_hierarchical_clustering, num_levels_for,
-                                                    plan_clusters)
+from boat_mm.models.feature_space_attention import (
+    FeatureSpaceLocalAttention,
+    balanced_hierarchical_clustering,
+    num_levels_for,
+    plan_clusters,
+)
 from boat_mm.models.native_clustering import native_clustering_available
 
 CLUSTER_SIZE, OVERLAP, ITERS, TEMPERATURE = 49, 20, 2, 100.0
@@ -246,6 +249,21 @@ def test_native_kernel_breaks_exact_ties_by_token_index(n_tokens):
     assert torch.equal(leaves[0], leaves[2])
 
 
+@pytest.mark.parametrize('use_native', [False, pytest.param(True, marks=needs_native)], ids=['torch', 'native'])
+@pytest.mark.parametrize('pad_value', [math.nan, math.inf, -1e30])
+def test_pre_padded_rows_are_ignored_whatever_they_hold(use_native, pad_value):
+    """Pre-padded queries whose pad rows hold NaN / inf / huge values cluster exactly as the unpadded ones,
+    in the torch path (the GPU path: pads weighted by 0 in centroid sums, and 0 * NaN is NaN) and natively."""
+    n_tokens = 1000
+    plan = plan_clusters(n_tokens)
+    torch.manual_seed(1)
+    q = torch.randn(3, n_tokens, 8)
+    expected = balanced_hierarchical_clustering(q, plan, use_native=use_native)
+    padded = torch.cat([q, torch.full((3, plan.num_slots - n_tokens, 8), pad_value)], dim=1)
+    assert torch.equal(balanced_hierarchical_clustering(padded, plan, use_native=use_native), expected)
+    assert torch.isnan(padded).any() == math.isnan(pad_value)  # the caller's tensor is left as it was
+
+
 def test_native_kernel_can_be_switched_off(monkeypatch):
     monkeypatch.setenv('BOAT_MM_NATIVE', '0')
     assert not native_clustering_available(torch.zeros(1))
@@ -298,3 +316,44 @@ def test_torch_clustering_is_made_in_fp32_under_autocast(dtype):
     assert torch.equal(got, expected)
     assert torch.equal(from_low_precision_q, balanced_hierarchical_clustering(q.to(dtype).float(), plan,
                                                                               use_native=False))
+
+
+def test_caches_are_bounded_by_bytes_under_multi_scale_inputs():
+    """Multi-scale training sees a new input size every few iterations: the plan and window-mask caches keep
+    the most recent ones within their byte budgets (plus at most the newest entry), not one per size ever
+    seen; a hit returns the very same object."""
+    from boat_mm.models import boat_swin
+    from boat_mm.models import feature_space_attention as fsa
+    from boat_mm.models.layers import tensor_bytes
+    fsa.plan_clusters.cache_clear()
+    boat_swin._window_mask.cache_clear()
+    plan_sizes, mask_sizes = [], []
+    for short_side in range(480, 801, 16):  # mmdet's 3x multi-scale range, stage 1 of a 1333-wide image
+        height, width = short_side // 4, 1333 // 4
+        plan = fsa.plan_clusters(height * width)
+        mask = boat_swin._window_mask(height, width, 7, 3, torch.device('cpu'))
+        plan_sizes.append(tensor_bytes(plan))
+        mask_sizes.append(tensor_bytes(mask))
+        assert fsa.plan_clusters(height * width) is plan
+    plans, masks = fsa.plan_clusters.cache_info(), boat_swin._window_mask.cache_info()
+    assert sum(plan_sizes) > fsa.PLAN_CACHE_BYTES and sum(mask_sizes) > boat_swin.WINDOW_MASK_CACHE_BYTES
+    assert plans.bytes <= fsa.PLAN_CACHE_BYTES + max(plan_sizes) and plans.currsize < len(plan_sizes)
+    assert masks.bytes <= boat_swin.WINDOW_MASK_CACHE_BYTES + max(mask_sizes) and masks.currsize < len(mask_sizes)
+    assert plans.hits == len(plan_sizes)
+
+
+def test_byte_bounded_cache_evicts_least_recently_used_first():
+    from boat_mm.models.layers import cache_outside_tracing
+
+    @cache_outside_tracing(maxsize=10, max_bytes=3 * 400)
+    def make(n):
+        return torch.zeros(n, dtype=torch.float32)  # n * 4 bytes
+    first = make(100)
+    make(100 + 1), make(100 + 2)
+    assert make(100) is first  # a hit makes it the most recent
+    make(100 + 3)  # 4 entries > 1200 bytes: the least recently used (101) goes
+    info = make.cache_info()
+    assert info.currsize == 3 and info.bytes == 4 * (100 + 102 + 103)
+    assert make(100) is first and make(101) is not None and make.cache_info().misses == 5
+    big = make(1000)  # alone over the budget: kept (the newest always is), everything else evicted
+    assert make.cache_info().currsize == 1 and make(1000) is big

@@ -53,9 +53,9 @@ def test_stock_mmdet_mask_rcnn_trains_one_step_on_cpu(tmp_path):
 
 
 def test_stock_mmseg_upernet_trains_one_step_on_cpu(tmp_path):
+    from mmengine.structures import PixelData
     from mmseg.registry import MODELS
     from mmseg.structures import SegDataSample
-    from mmengine.structures import PixelData
     init_default_scope('mmseg')
     cfg = _config(tmp_path, 'mmseg::_base_/models/upernet_r50.py')
     cfg.model.pretrained = None

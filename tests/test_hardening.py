@@ -59,11 +59,14 @@ def test_wrong_channels_fail_before_any_work(cls, monkeypatch):
 
 
 @pytest.mark.parametrize('kwargs, match', [
-    (dict(arch='giant'), r"unknown arch 'giant'; choose one of \['b', 'base', 'l', 'large', 's', 'small', 't', 'tiny'\]"),
-    (dict(cluster_size=1), 'cluster_size must be >= 2'),
-    (dict(overlap=-3), 'overlap must be >= 0'),
-    (dict(temperature=0.0), 'temperature must be > 0'),
-    (dict(kmeans_iters=-1), 'kmeans_iters must be >= 0'),
+    (dict(arch='giant'),
+     r"unknown arch 'giant'; choose one of \['b', 'base', 'l', 'large', 's', 'small', 't', 'tiny'\]"),
+    (dict(fsla_cfg=dict(cluster_size=1)), 'cluster_size must be >= 2'),
+    (dict(fsla_cfg=dict(overlap=-3)), 'overlap must be >= 0'),
+    (dict(fsla_cfg=dict(temperature=0.0)), 'temperature must be > 0'),
+    (dict(fsla_cfg=dict(kmeans_iters=-1)), 'kmeans_iters must be >= 0'),
+    (dict(fsla_cfg=dict(clusters=64)), r"fsla_cfg has unknown keys \['clusters'\]"),
+    (dict(fsla_cfg=dict(overlap=8), overlap=10), r'overlap=10 contradicts fsla_cfg overlap=8'),
     (dict(fsla_stages=(7,)), r'fsla_stages must be stage indices in \[0, 4\)'),
     (dict(out_indices=(0, 9)), r'out_indices must be stage indices in \[0, 4\)'),
     (dict(frozen_stages=8), r'frozen_stages must be in \[-1, 4\]'),

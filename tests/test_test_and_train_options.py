@@ -10,7 +10,6 @@ import sys
 
 import pytest
 import torch
-
 from test_tools import REPO, _free_port, demo_root, run, small_config, train  # noqa: F401  (fixture)
 
 _trained = {}
@@ -138,8 +137,8 @@ def test_publish_model_drops_training_state_and_names_the_hash(tmp_path, trained
 
     from boat_mm import BOATSwinTransformer
     arch = Config.fromfile(config).model.backbone.arch
-    backbone = BOATSwinTransformer(arch=arch, out_indices=(3,), init_cfg=dict(type='Pretrained', checkpoint=str(published[0]),
-                                                            prefix='backbone.'))
+    init_cfg = dict(type='Pretrained', checkpoint=str(published[0]), prefix='backbone.')
+    backbone = BOATSwinTransformer(arch=arch, out_indices=(3,), init_cfg=init_cfg)
     backbone.init_weights()
     weights = content['state_dict']
     assert all(torch.equal(value, weights[f'backbone.{name}']) for name, value in backbone.state_dict().items())

@@ -32,7 +32,8 @@ OVERRIDES = {
         default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval=2))
     """),
     'det': ('configs/demo/mask-rcnn_boat_swin_coco_demo.py', """
-        model = dict(backbone=dict(arch=dict(_delete_=True, embed_dims=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4))),
+        model = dict(backbone=dict(arch=dict(_delete_=True, embed_dims=16, depths=(2, 2, 2, 2),
+                                             num_heads=(1, 2, 2, 4))),
                      neck=dict(in_channels=[16, 32, 64, 128], out_channels=32),
                      rpn_head=dict(in_channels=32, feat_channels=32),
                      roi_head=dict(bbox_roi_extractor=dict(out_channels=32), bbox_head=dict(in_channels=32),
@@ -46,7 +47,8 @@ OVERRIDES = {
         default_hooks = dict(logger=dict(interval=1))
     """),
     'cls': ('configs/demo/cls_boat_swin_imagenet_demo.py', """
-        model = dict(backbone=dict(arch=dict(_delete_=True, embed_dims=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4))),
+        model = dict(backbone=dict(arch=dict(_delete_=True, embed_dims=16, depths=(2, 2, 2, 2),
+                                             num_heads=(1, 2, 2, 4))),
                      head=dict(in_channels=128))
         train_dataloader = dict(dataset=dict(data_root='{root}/imagenet'))
         val_dataloader = dict(dataset=dict(data_root='{root}/imagenet'))

@@ -18,10 +18,23 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 from mmengine.model import is_model_wrapper  # noqa: E402
 
 import boat_mm  # noqa: E402,F401  (registers BOAT, applies compat fixes)
-from boat_mm.evaluation import (attach_result_dumpers, configure_outputs, configure_show_dir,  # noqa: E402
-                                count_forward_passes, pictures_in, use_tta)
-from boat_mm.training import (DatasetNotFoundError, add_common_args, build_runner, load_config,  # noqa: E402
-                              missing_files_reported, parse_common, prepare)
+from boat_mm.evaluation import (  # noqa: E402
+    attach_result_dumpers,
+    configure_outputs,
+    configure_show_dir,
+    count_forward_passes,
+    pictures_in,
+    use_tta,
+)
+from boat_mm.training import (  # noqa: E402
+    DatasetNotFoundError,
+    add_common_args,
+    build_runner,
+    load_config,
+    missing_files_reported,
+    parse_common,
+    prepare,
+)
 
 
 def parse_args(argv=None):

@@ -15,9 +15,18 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
 
 import boat_mm  # noqa: E402,F401  (registers BOAT, applies compat fixes)
-from boat_mm.training import (DatasetNotFoundError, TrainSetupLogger, add_common_args, build_runner,  # noqa: E402
-                              disable_validation, enable_auto_scale_lr, load_config, missing_files_reported,
-                              parse_common, prepare)
+from boat_mm.training import (  # noqa: E402
+    DatasetNotFoundError,
+    TrainSetupLogger,
+    add_common_args,
+    build_runner,
+    disable_validation,
+    enable_auto_scale_lr,
+    load_config,
+    missing_files_reported,
+    parse_common,
+    prepare,
+)
 
 
 def parse_args(argv=None):

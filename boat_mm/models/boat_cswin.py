@@ -10,8 +10,8 @@ every stage also run feature-space local attention, on its own LayerNorm and *un
     x = x + drop_path(MLP(norm2(x)))
 
 The released BOAT-CSWin models computed FSLA with scale 1.0 (their code passed ``qkv_bias=True`` as
-``qk_scale``); ``fsla_qk_scale=1.0`` reproduces that. Any input size works: stripes are padded to
-stripe multiples with the padded keys masked; the stem and merges are strided convolutions.
+``qk_scale``); ``fsla_cfg=dict(qk_scale=1.0)`` (the default) reproduces that. Any input size works: stripes
+are padded to stripe multiples with the padded keys masked; the stem and merges are strided convolutions.
 """
 from typing import Optional, Sequence, Tuple
 
@@ -20,13 +20,20 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..registry import register_model
-from .feature_space_attention import (DEFAULT_CLUSTER_SIZE, DEFAULT_KMEANS_ITERS, DEFAULT_OVERLAP,
-                                      DEFAULT_TEMPERATURE)
 from .base_backbone import BilateralBlock, BOATBackbone
+from .feature_space_attention import DEFAULT_CLUSTER_SIZE, DEFAULT_KMEANS_ITERS, DEFAULT_OVERLAP, DEFAULT_TEMPERATURE
 from .layers import pad_to_multiple, tokens_to_nchw
-from .toolbox_args import init_cfg_from_pretrained, merge_alias, refuse_unless, resolve_arch, resolve_fsla_stages
+from .toolbox_args import (
+    UNSET,
+    init_cfg_from_pretrained,
+    merge_alias,
+    refuse_unless,
+    resolve_arch,
+    resolve_fsla_cfg,
+    resolve_fsla_stages,
+)
 
-__all__ = ['BOATCSWinTransformer']
+__all__ = ['BOATCSWinTransformer', 'BOATCSWinStage', 'BOATCSWinBlock', 'StripeAttention', 'ConvEmbed']
 
 # Released BOAT-CSWin FSLA scale (see the module docstring).
 RELEASED_CSWIN_FSLA_SCALE = 1.0
@@ -84,14 +91,22 @@ class StripeAttention(nn.Module):
 
 
 class BOATCSWinBlock(BilateralBlock):
-    """One BOAT-CSWin block: cross-shaped window attention, optional FSLA, MLP; pre-norm residuals."""
+    """One BOAT-CSWin block: cross-shaped window attention, optional FSLA (under drop path, as released),
+    MLP; pre-norm residuals. Arguments of ``BilateralBlock``; as released, FSLA's output dropout uses the
+    attention dropout rate."""
+    fsla_under_drop_path = True
 
     def __init__(self, embed_dims: int, num_heads: int, split_size: int, last_stage: bool, use_fsla: bool,
                  mlp_ratio: float = 4.0, qkv_bias: bool = True, drop: float = 0.0, attn_drop: float = 0.0,
                  drop_path: float = 0.0, fsla_cfg: Optional[dict] = None, with_cp: bool = False,
                  qk_scale: Optional[float] = None):
-        super().__init__()
-        self.norm1 = nn.LayerNorm(embed_dims)
+        super().__init__(embed_dims=embed_dims, num_heads=num_heads, use_fsla=use_fsla, fsla_cfg=fsla_cfg,
+                         qkv_bias=qkv_bias, attn_drop=attn_drop, fsla_proj_drop=attn_drop, mlp_ratio=mlp_ratio,
+                         drop=drop, drop_path=drop_path, with_cp=with_cp,
+                         image_attention_cfg=dict(split_size=split_size, last_stage=last_stage, qk_scale=qk_scale))
+
+    def _build_image_attention(self, *, embed_dims: int, num_heads: int, qkv_bias: bool, attn_drop: float,
+                               drop: float, split_size: int, last_stage: bool, qk_scale: Optional[float]) -> None:
         self.qkv = nn.Linear(embed_dims, embed_dims * 3, bias=qkv_bias)
         if last_stage:
             self.attns = nn.ModuleList([StripeAttention(embed_dims, num_heads, None, None, attn_drop, qk_scale)])
@@ -102,23 +117,14 @@ class BOATCSWinBlock(BilateralBlock):
                 StripeAttention(half_dims, half_heads, split_size, None, attn_drop, qk_scale)])  # horizontal
         self.proj = nn.Linear(embed_dims, embed_dims)
         self.proj_drop = nn.Dropout(drop)
-        # As released, the FSLA output dropout of BOAT-CSWin uses the attention dropout rate.
-        self._build_shared(embed_dims, num_heads, use_fsla, fsla_cfg, qkv_bias, attn_drop, attn_drop, mlp_ratio,
-                           drop, drop_path, with_cp)
 
-    def _cross_shaped_attention(self, x: torch.Tensor, hw_shape: Tuple[int, int]) -> torch.Tensor:
+    def image_attention(self, x: torch.Tensor, hw_shape: Tuple[int, int]) -> torch.Tensor:
         b, n, c = x.shape
         q, k, v = self.qkv(x).view(b, *hw_shape, 3, c).unbind(3)
         branch_dims = c // len(self.attns)
         outs = [attn(q[..., i * branch_dims:(i + 1) * branch_dims], k[..., i * branch_dims:(i + 1) * branch_dims],
                      v[..., i * branch_dims:(i + 1) * branch_dims]) for i, attn in enumerate(self.attns)]
         return self.proj_drop(self.proj(torch.cat(outs, dim=-1).reshape(b, n, c)))
-
-    def _forward(self, x: torch.Tensor, hw_shape: Tuple[int, int]) -> torch.Tensor:
-        x = x + self.drop_path(self._cross_shaped_attention(self.norm1(x), hw_shape))
-        if self.fsla is not None:
-            x = x + self.drop_path(self.fsla(self.norm_fsla(x), hw_shape))
-        return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
 class ConvEmbed(nn.Module):
@@ -152,6 +158,14 @@ class BOATCSWinStage(nn.Module):
                            drop_path=drop_paths[i], **block_kwargs)
             for i in range(depth)])
 
+    def forward(self, x: torch.Tensor, hw_shape: Tuple[int, int]):
+        """-> (stage output, its (H, W), next stage's input, its (H, W)); the merge comes first."""
+        if self.downsample is not None:
+            x, hw_shape = self.downsample(tokens_to_nchw(x, hw_shape))
+        for block in self.blocks:
+            x = block(x, hw_shape)
+        return x, hw_shape, x, hw_shape
+
 
 @register_model
 class BOATCSWinTransformer(BOATBackbone):
@@ -164,15 +178,18 @@ class BOATCSWinTransformer(BOATBackbone):
         in_channels: image channels.
         mlp_ratio: MLP hidden / embed dims.
         qkv_bias: bias in all qkv projections (released: True).
-        qk_scale: stripe-attention scale (None: head_dim ** -0.5); FSLA keeps ``fsla_qk_scale``.
+        qk_scale: stripe-attention scale (None: head_dim ** -0.5); FSLA keeps ``fsla_cfg['qk_scale']``.
         drop_rate, attn_drop_rate, drop_path_rate: dropout, attention dropout, stochastic depth.
         fsla_stages: stages whose even-index blocks carry FSLA; None: every stage (released); ``()``
             builds plain CSWin. ``with_fsla`` is its deprecated spelling (False: ``fsla_stages=()``).
-        cluster_size, overlap, kmeans_iters, temperature: FSLA settings, released defaults.
-        fsla_qk_scale: FSLA attention scale; released BOAT-CSWin: 1.0 (None: head_dim ** -0.5).
+        fsla_cfg: FSLA settings as in BOAT-Swin (``cluster_size``, ``overlap``, ``kmeans_iters``, ``temperature``,
+            ``qk_scale``), released values by default; here ``qk_scale`` defaults to 1.0, the scale the released
+            BOAT-CSWin was trained with (None: head_dim ** -0.5). The flat ``cluster_size=`` ... ``fsla_qk_scale=``
+            are deprecated aliases.
         out_indices: stages whose outputs are returned; None: the building toolbox's default, the last stage
             under mmpretrain, every stage otherwise.
-        frozen_stages, norm_eval, with_cp, init_cfg: as in the OpenMMLab backbones.
+        frozen_stages: as BOAT-Swin's: stages 0..k-1 under mmdet / mmseg, 0..k under mmpretrain.
+        norm_eval, with_cp, init_cfg: as in the OpenMMLab backbones.
         convert_weights: accepted as in BOAT-Swin: an ``init_cfg`` checkpoint in an upstream layout (official
             CSWin, released BOAT-CSWin) is recognised by its keys and converted on load, whether set or not;
             parameters it lacks keep their fresh initialisation and are listed in the log.
@@ -195,14 +212,15 @@ class BOATCSWinTransformer(BOATBackbone):
                                             split_sizes=(1, 2, 7, 7))),
     }
     essential_keys = ('embed_dims', 'depths', 'num_heads', 'split_sizes')
+    default_fsla_cfg = dict(cluster_size=DEFAULT_CLUSTER_SIZE, overlap=DEFAULT_OVERLAP,
+                            kmeans_iters=DEFAULT_KMEANS_ITERS, temperature=DEFAULT_TEMPERATURE,
+                            qk_scale=RELEASED_CSWIN_FSLA_SCALE)
 
     def __init__(self, arch=None, in_channels: Optional[int] = None, mlp_ratio: float = 4.0,
                  qkv_bias: bool = True, qk_scale: Optional[float] = None, drop_rate: float = 0.0,
                  attn_drop_rate: float = 0.0, drop_path_rate: float = 0.1,
-                 fsla_stages: Optional[Sequence[int]] = None, cluster_size: int = DEFAULT_CLUSTER_SIZE,
-                 overlap: int = DEFAULT_OVERLAP, kmeans_iters: int = DEFAULT_KMEANS_ITERS,
-                 temperature: float = DEFAULT_TEMPERATURE,
-                 fsla_qk_scale: Optional[float] = RELEASED_CSWIN_FSLA_SCALE, with_fsla: Optional[bool] = None,
+                 fsla_stages: Optional[Sequence[int]] = None, fsla_cfg: Optional[dict] = None,
+                 with_fsla: Optional[bool] = None,
                  out_indices: Optional[Sequence[int]] = None, frozen_stages: int = -1, norm_eval: bool = False,
                  with_cp: Optional[bool] = None, init_cfg=None, convert_weights: bool = False,
                  pretrained: Optional[str] = None,
@@ -212,7 +230,9 @@ class BOATCSWinTransformer(BOATBackbone):
                  # the official CSWin segmentation backbone's names (see the class docstring)
                  img_size=None, patch_size: int = STEM_STRIDE, in_chans: Optional[int] = None,
                  embed_dim: Optional[int] = None, depth: Optional[Sequence[int]] = None,
-                 split_size=None, use_chk: Optional[bool] = None):
+                 split_size=None, use_chk: Optional[bool] = None,
+                 # deprecated spellings of fsla_cfg's keys
+                 cluster_size=UNSET, overlap=UNSET, kmeans_iters=UNSET, temperature=UNSET, fsla_qk_scale=UNSET):
         name = type(self).__name__
         super().__init__(init_cfg=init_cfg_from_pretrained(name, pretrained, init_cfg))
         refuse_unless(patch_size == STEM_STRIDE, name, 'patch_size', patch_size,
@@ -246,18 +266,18 @@ class BOATCSWinTransformer(BOATBackbone):
                                  f'{branches} branch(es)')
         self.convert_weights = convert_weights
         self.fsla_stages = fsla_stages
-        fsla_cfg = dict(cluster_size=cluster_size, overlap=overlap, kmeans_iters=kmeans_iters,
-                        temperature=temperature, qk_scale=fsla_qk_scale)
+        self.fsla_cfg = fsla_cfg = resolve_fsla_cfg(
+            name, fsla_cfg, self.default_fsla_cfg, cluster_size=cluster_size, overlap=overlap,
+            kmeans_iters=kmeans_iters, temperature=temperature, fsla_qk_scale=fsla_qk_scale)
 
         self.patch_embed = ConvEmbed(in_channels, embed_dims, STEM_KERNEL, STEM_STRIDE, STEM_PADDING)
-        drop_paths = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        drop_paths = self.drop_path_schedule(depths, drop_path_rate)
         self.stages = nn.ModuleList()
         for i in range(num_stages):
-            start = sum(depths[:i])
             self.stages.append(BOATCSWinStage(
                 self.num_features[i - 1] if i else None, self.num_features[i], depths[i], num_heads[i],
                 split_sizes[i], last_stage=i == num_stages - 1, use_fsla=i in fsla_stages,
-                drop_paths=drop_paths[start:start + depths[i]],
+                drop_paths=drop_paths[i],
                 mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, qk_scale=qk_scale, drop=drop_rate,
                 attn_drop=attn_drop_rate, fsla_cfg=fsla_cfg, with_cp=with_cp))
         self._add_output_norms()
@@ -267,15 +287,5 @@ class BOATCSWinTransformer(BOATBackbone):
         """The released placement: every stage."""
         return tuple(range(num_stages))
 
-    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
-        self._check_input(x)
-        x, hw_shape = self.patch_embed(x)
-        outs = []
-        for i, stage in enumerate(self.stages):
-            if stage.downsample is not None:
-                x, hw_shape = stage.downsample(tokens_to_nchw(x, hw_shape))
-            for block in stage.blocks:
-                x = block(x, hw_shape)
-            if i in self.out_indices:
-                outs.append(self._output(i, x, hw_shape))
-        return tuple(outs)
+    def _embed(self, x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int]]:
+        return self.patch_embed(x)

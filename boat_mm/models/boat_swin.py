@@ -21,23 +21,35 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..registry import register_model
-from .feature_space_attention import (DEFAULT_CLUSTER_SIZE, DEFAULT_KMEANS_ITERS, DEFAULT_OVERLAP,
-                                      DEFAULT_TEMPERATURE)
 from .base_backbone import BilateralBlock, BOATBackbone
+from .feature_space_attention import DEFAULT_CLUSTER_SIZE, DEFAULT_KMEANS_ITERS, DEFAULT_OVERLAP, DEFAULT_TEMPERATURE
 from .layers import cache_outside_tracing, pad_to_multiple
-from .toolbox_args import (check_act_cfg, check_empty_cfg, check_norm_cfg, init_cfg_from_pretrained,
-                           refuse_unless, resolve_arch, resolve_fsla_stages)
+from .toolbox_args import (
+    UNSET,
+    check_act_cfg,
+    check_empty_cfg,
+    check_norm_cfg,
+    init_cfg_from_pretrained,
+    refuse_unless,
+    resolve_arch,
+    resolve_fsla_cfg,
+    resolve_fsla_stages,
+)
 
-__all__ = ['BOATSwinTransformer']
+__all__ = ['BOATSwinTransformer', 'BOATSwinStage', 'BOATSwinBlock', 'WindowMSA', 'PatchEmbed', 'PatchMerging',
+           'window_partition', 'window_reverse']
 
 # Logit added between tokens of different shifted-window regions, as in Swin and the released BOAT.
 SHIFT_MASK_VALUE = -100.0
 DEFAULT_WINDOW_SIZE = 7
 PATCH_SIZE = 4
 PATCH_MERGING_STRIDE = 2
+# Bound of the shifted-window mask cache (all devices together; a mask is ~12 MiB at stage 1 of 800x1216).
+WINDOW_MASK_CACHE_BYTES = 64 << 20
+WINDOW_MASK_CACHE_ENTRIES = 128
 
 
-@cache_outside_tracing(maxsize=128)
+@cache_outside_tracing(maxsize=WINDOW_MASK_CACHE_ENTRIES, max_bytes=WINDOW_MASK_CACHE_BYTES)
 def _window_mask(height: int, width: int, window: int, shift: int,
                  device: torch.device) -> Optional[torch.Tensor]:
     """Additive (num_windows, window**2, window**2) mask for a (height, width) map padded to window
@@ -123,21 +135,26 @@ class WindowMSA(nn.Module):
 
 
 class BOATSwinBlock(BilateralBlock):
-    """One BOAT-Swin block: (shifted) window attention, optional FSLA, MLP; pre-norm residuals."""
+    """One BOAT-Swin block: (shifted) window attention, optional FSLA (not under drop path, as released),
+    MLP; pre-norm residuals. Arguments of ``BilateralBlock``; FSLA's output dropout is ``drop``."""
+    fsla_under_drop_path = False
 
     def __init__(self, embed_dims: int, num_heads: int, window_size: int, shift: bool, use_fsla: bool,
                  mlp_ratio: float = 4.0, qkv_bias: bool = True, drop: float = 0.0, attn_drop: float = 0.0,
                  drop_path: float = 0.0, fsla_cfg: Optional[dict] = None, with_cp: bool = False,
                  qk_scale: Optional[float] = None):
-        super().__init__()
+        super().__init__(embed_dims=embed_dims, num_heads=num_heads, use_fsla=use_fsla, fsla_cfg=fsla_cfg,
+                         qkv_bias=qkv_bias, attn_drop=attn_drop, fsla_proj_drop=drop, mlp_ratio=mlp_ratio,
+                         drop=drop, drop_path=drop_path, with_cp=with_cp,
+                         image_attention_cfg=dict(window_size=window_size, shift=shift, qk_scale=qk_scale))
+
+    def _build_image_attention(self, *, embed_dims: int, num_heads: int, qkv_bias: bool, attn_drop: float,
+                               drop: float, window_size: int, shift: bool, qk_scale: Optional[float]) -> None:
         self.window_size = window_size
         self.shift_size = window_size // 2 if shift else 0
-        self.norm1 = nn.LayerNorm(embed_dims)
         self.attn = WindowMSA(embed_dims, num_heads, window_size, qkv_bias, attn_drop, drop, qk_scale)
-        self._build_shared(embed_dims, num_heads, use_fsla, fsla_cfg, qkv_bias, attn_drop, drop, mlp_ratio, drop,
-                           drop_path, with_cp)
 
-    def _window_attention(self, x: torch.Tensor, hw_shape: Tuple[int, int]) -> torch.Tensor:
+    def image_attention(self, x: torch.Tensor, hw_shape: Tuple[int, int]) -> torch.Tensor:
         height, width = hw_shape
         b, _, c = x.shape
         window = self.window_size
@@ -153,12 +170,6 @@ class BOATSwinBlock(BilateralBlock):
         if shift:
             out = torch.roll(out, shifts=(shift, shift), dims=(1, 2))
         return out[:, :height, :width].reshape(b, height * width, c)
-
-    def _forward(self, x: torch.Tensor, hw_shape: Tuple[int, int]) -> torch.Tensor:
-        x = x + self.drop_path(self._window_attention(self.norm1(x), hw_shape))
-        if self.fsla is not None:
-            x = x + self.fsla(self.norm_fsla(x), hw_shape)
-        return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
 class PatchMerging(nn.Module):
@@ -209,6 +220,15 @@ class BOATSwinStage(nn.Module):
             for i in range(depth)])
         self.downsample = PatchMerging(embed_dims) if downsample else None
 
+    def forward(self, x: torch.Tensor, hw_shape: Tuple[int, int]):
+        """-> (stage output, its (H, W), next stage's input, its (H, W)): the output is taken before the
+        patch merging, as mmdet's ``SwinBlockSequence`` does."""
+        for block in self.blocks:
+            x = block(x, hw_shape)
+        if self.downsample is None:
+            return x, hw_shape, x, hw_shape
+        return (x, hw_shape, *self.downsample(x, hw_shape))
+
 
 @register_model
 class BOATSwinTransformer(BOATBackbone):
@@ -223,16 +243,21 @@ class BOATSwinTransformer(BOATBackbone):
         window_size: Swin window (released: 7).
         mlp_ratio: MLP hidden / embed dims.
         qkv_bias: bias in all qkv projections.
-        qk_scale: window-attention scale (None: head_dim ** -0.5); FSLA keeps ``fsla_qk_scale``.
+        qk_scale: window-attention scale (None: head_dim ** -0.5); FSLA keeps ``fsla_cfg['qk_scale']``.
         drop_rate, attn_drop_rate, drop_path_rate: dropout, attention dropout, stochastic depth (linear
             over blocks; FSLA is not under drop path, as released).
         fsla_stages: stages whose shifted blocks carry FSLA; None: every stage but the last (released:
             0, 1, 2); ``()`` builds plain Swin.
-        cluster_size, overlap, kmeans_iters, temperature, fsla_qk_scale: FSLA settings, released defaults
-            (``fsla_qk_scale=None`` means head_dim ** -0.5, as BOAT-Swin was trained).
+        fsla_cfg: FSLA settings, a dict with any of ``cluster_size``, ``overlap``, ``kmeans_iters``,
+            ``temperature``, ``qk_scale``; missing keys take the released values (``default_fsla_cfg``;
+            ``qk_scale=None`` means head_dim ** -0.5, as BOAT-Swin was trained). The flat arguments
+            ``cluster_size=``, ``overlap=``, ``kmeans_iters=``, ``temperature=``, ``fsla_qk_scale=`` are
+            deprecated aliases (one warning each).
         out_indices: stages whose outputs are returned (each through its own ``norm{i}``); None: the
             building toolbox's default, the last stage under mmpretrain, every stage otherwise.
-        frozen_stages: freeze the patch embedding and the first ``frozen_stages`` stages (-1: none).
+        frozen_stages: freeze the patch embedding and the first stages (-1: none): ``k`` freezes stages 0..k-1
+            when mmdet / mmseg (or plain Python) builds the backbone, 0..k when mmpretrain does, as each
+            toolbox's own Swin (``base_backbone.stages_frozen_by``).
         norm_eval: keep normalisation layers in eval mode while training.
         with_cp: gradient checkpointing per block.
         init_cfg: mmengine init config (e.g. ``dict(type='Pretrained', checkpoint=..., prefix='backbone.')``).
@@ -257,14 +282,14 @@ class BOATSwinTransformer(BOATBackbone):
         **dict.fromkeys(['l', 'large'], dict(embed_dims=192, depths=(2, 2, 18, 2), num_heads=(6, 12, 24, 48))),
     }
     essential_keys = ('embed_dims', 'depths', 'num_heads')
+    default_fsla_cfg = dict(cluster_size=DEFAULT_CLUSTER_SIZE, overlap=DEFAULT_OVERLAP,
+                            kmeans_iters=DEFAULT_KMEANS_ITERS, temperature=DEFAULT_TEMPERATURE, qk_scale=None)
 
     def __init__(self, arch=None, in_channels: int = 3, patch_size: int = PATCH_SIZE,
                  window_size: int = DEFAULT_WINDOW_SIZE, mlp_ratio: float = 4.0, qkv_bias: bool = True,
                  qk_scale: Optional[float] = None, drop_rate: float = 0.0, attn_drop_rate: float = 0.0,
                  drop_path_rate: float = 0.1, fsla_stages: Optional[Sequence[int]] = None,
-                 cluster_size: int = DEFAULT_CLUSTER_SIZE, overlap: int = DEFAULT_OVERLAP,
-                 kmeans_iters: int = DEFAULT_KMEANS_ITERS, temperature: float = DEFAULT_TEMPERATURE,
-                 fsla_qk_scale: Optional[float] = None, out_indices: Optional[Sequence[int]] = None,
+                 fsla_cfg: Optional[dict] = None, out_indices: Optional[Sequence[int]] = None,
                  frozen_stages: int = -1, norm_eval: bool = False, with_cp: bool = False, init_cfg=None,
                  # the architecture the mmdet/mmseg way
                  embed_dims: Optional[int] = None, depths: Optional[Sequence[int]] = None,
@@ -276,7 +301,9 @@ class BOATSwinTransformer(BOATBackbone):
                  patch_cfg: Optional[dict] = None, convert_weights: bool = False, pretrained: Optional[str] = None,
                  # stock arguments with no effect on BOAT (see the class docstring)
                  pretrain_img_size=None, img_size=None, interpolate_mode: str = 'bicubic',
-                 pad_small_map: bool = False):
+                 pad_small_map: bool = False,
+                 # deprecated spellings of fsla_cfg's keys
+                 cluster_size=UNSET, overlap=UNSET, kmeans_iters=UNSET, temperature=UNSET, fsla_qk_scale=UNSET):
         name = type(self).__name__
         super().__init__(init_cfg=init_cfg_from_pretrained(name, pretrained, init_cfg))
         settings = resolve_arch(name, arch, dict(embed_dims=embed_dims, depths=depths, num_heads=num_heads),
@@ -296,18 +323,18 @@ class BOATSwinTransformer(BOATBackbone):
                             norm_eval, in_channels)
         self.convert_weights = convert_weights
         self.fsla_stages = fsla_stages
-        fsla_cfg = dict(cluster_size=cluster_size, overlap=overlap, kmeans_iters=kmeans_iters,
-                        temperature=temperature, qk_scale=fsla_qk_scale)
+        self.fsla_cfg = fsla_cfg = resolve_fsla_cfg(
+            name, fsla_cfg, self.default_fsla_cfg, cluster_size=cluster_size, overlap=overlap,
+            kmeans_iters=kmeans_iters, temperature=temperature, fsla_qk_scale=fsla_qk_scale)
 
         self.patch_embed = PatchEmbed(in_channels, embed_dims, patch_size)
         self.drop_after_pos = nn.Dropout(drop_rate)
-        drop_paths = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        drop_paths = self.drop_path_schedule(depths, drop_path_rate)
         self.stages = nn.ModuleList()
         for i, (depth, heads) in enumerate(zip(depths, num_heads)):
-            start = sum(depths[:i])
             self.stages.append(BOATSwinStage(
                 self.num_features[i], depth, heads, window_size, use_fsla=i in fsla_stages,
-                drop_paths=drop_paths[start:start + depth], downsample=i < num_stages - 1,
+                drop_paths=drop_paths[i], downsample=i < num_stages - 1,
                 mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, qk_scale=qk_scale, drop=drop_rate,
                 attn_drop=attn_drop_rate, fsla_cfg=fsla_cfg, with_cp=with_cp))
         self._add_output_norms()
@@ -339,16 +366,6 @@ class BOATSwinTransformer(BOATBackbone):
         check_empty_cfg(name, 'stage_cfgs', stage_cfgs)
         check_empty_cfg(name, 'patch_cfg', patch_cfg)
 
-    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
-        self._check_input(x)
+    def _embed(self, x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int]]:
         x, hw_shape = self.patch_embed(x)
-        x = self.drop_after_pos(x)
-        outs = []
-        for i, stage in enumerate(self.stages):
-            for block in stage.blocks:
-                x = block(x, hw_shape)
-            if i in self.out_indices:
-                outs.append(self._output(i, x, hw_shape))
-            if stage.downsample is not None:
-                x, hw_shape = stage.downsample(x, hw_shape)
-        return tuple(outs)
+        return self.drop_after_pos(x), hw_shape

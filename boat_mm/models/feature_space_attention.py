@@ -18,6 +18,7 @@ torch.export / ONNX tracing, or no compiler) the torch code below, which batches
 groups, with shapes fixed by N alone and no host-device synchronisation.
 """
 import math
+from contextlib import contextmanager
 from typing import List, NamedTuple, Optional, Tuple
 
 import torch
@@ -28,7 +29,7 @@ from .layers import cache_outside_tracing, is_tracing
 from .native_clustering import cluster_native
 
 __all__ = ['FeatureSpaceLocalAttention', 'ClusterPlan', 'plan_clusters', 'balanced_hierarchical_clustering',
-           'attend_within_clusters', 'stable_argsort', 'take_rows']
+           'attend_within_clusters', 'stable_argsort', 'take_rows', 'num_levels_for']
 
 # Released hyper-parameters (BOAT-Swin and BOAT-CSWin alike).
 DEFAULT_CLUSTER_SIZE = 49
@@ -40,6 +41,10 @@ DEFAULT_TEMPERATURE = 100.0
 # kernel launches few (2**21 split N=12544, batch 2 into per-row chunks: 2.64 vs 1.98 us per token).
 CACHE_CHUNK_ELEMENTS = 1 << 22
 NORMALIZE_EPS = 1e-12  # as torch.nn.functional.normalize
+# Bound of the plan cache (all devices together). A plan is ~6 MiB at stage 1 of an 800x1216 input: the cache
+# keeps the plans of the last few input sizes under multi-scale training instead of one per size ever seen.
+PLAN_CACHE_BYTES = 64 << 20
+PLAN_CACHE_ENTRIES = 256
 
 
 class ClusterPlan(NamedTuple):
@@ -92,7 +97,7 @@ def _split_pads(pads: int) -> Tuple[int, int]:
     return (pads + 1) // 2, pads // 2
 
 
-@cache_outside_tracing(maxsize=256)
+@cache_outside_tracing(maxsize=PLAN_CACHE_ENTRIES, max_bytes=PLAN_CACHE_BYTES)
 def plan_clusters(num_tokens: int, cluster_size: int = DEFAULT_CLUSTER_SIZE,
                   overlap: int = DEFAULT_OVERLAP,
                   device: Optional[torch.device] = None) -> ClusterPlan:
@@ -256,7 +261,8 @@ def balanced_hierarchical_clustering(q: torch.Tensor, plan: ClusterPlan,
 
     Args:
         q: (BH, N, d) queries, one row per image and head; or (BH, M, d) already padded to the plan's
-            M slots, in which case the pad rows may hold anything (they are never read as data).
+            M slots, in which case the pad rows may hold anything, NaN included: they are zeroed before use
+            (the torch path weights pads by 0 in its centroid sums, and 0 * NaN would still be NaN).
         plan: ``plan_clusters(N, ...)``.
     Returns:
         perm: (BH, M) long, ``perm[r, slot]`` = token index placed at leaf slot ``slot`` (values >= N
@@ -270,6 +276,8 @@ def balanced_hierarchical_clustering(q: torch.Tensor, plan: ClusterPlan,
     q = q.detach().float() if q.dtype in (torch.float16, torch.bfloat16) else q.detach()
     if rows < total:
         q = F.pad(q, (0, 0, 0, total - rows))
+    elif total > plan.num_tokens:  # pre-padded: whatever the pad rows hold must not reach a centroid
+        q = q.masked_fill(torch.arange(total, device=q.device).view(1, total, 1) >= plan.num_tokens, 0.0)
     eager_cpu = q.device.type == 'cpu' and not is_tracing()
     native = use_native and eager_cpu
     # Autocast must not reach the cosines either: under it the products below would run in bf16 / fp16.
@@ -425,6 +433,21 @@ class FeatureSpaceLocalAttention(nn.Module):
         # forward stores its permutation, plan and input tokens in ``last_clusters``.
         self.record_clusters = False
         self.last_clusters: Optional[dict] = None
+        # Set by ``replaying``: a list that holds the permutation of the first forward of a checkpointed
+        # block, reused when the backward recomputes that forward.
+        self._replay: Optional[List[torch.Tensor]] = None
+
+    @contextmanager
+    def replaying(self, store: List[torch.Tensor]):
+        """Within this context, the first forward appends its cluster permutation to ``store`` and any later
+        forward (gradient checkpointing's recomputation in the backward) uses that permutation instead of
+        clustering again. On a GPU non-deterministic matmuls or TF32 can cluster a recomputation differently;
+        its gradients must belong to the clusters the forward used."""
+        previous, self._replay = self._replay, store
+        try:
+            yield
+        finally:
+            self._replay = previous
 
     def extra_repr(self) -> str:
         return (f'embed_dims={self.embed_dims}, num_heads={self.num_heads}, '
@@ -440,7 +463,12 @@ class FeatureSpaceLocalAttention(nn.Module):
         qkv = self.qkv(x).view(b, num_tokens, 3, self.num_heads, self.head_dims)
         q = qkv[:, :, 0].transpose(1, 2).reshape(b * self.num_heads, num_tokens, self.head_dims)
         plan = plan_clusters(num_tokens, self.cluster_size, self.overlap, x.device)
-        perm = balanced_hierarchical_clustering(q, plan, self.kmeans_iters, self.temperature)
+        if self._replay:  # a recomputation under gradient checkpointing: the forward's clusters
+            perm = self._replay[0]
+        else:
+            perm = balanced_hierarchical_clustering(q, plan, self.kmeans_iters, self.temperature)
+            if self._replay is not None:
+                self._replay.append(perm)
         if self.record_clusters:
             self.last_clusters = dict(perm=perm.view(b, self.num_heads, -1).cpu(), hw_shape=(height, width),
                                       plan=plan_clusters(num_tokens, self.cluster_size, self.overlap),

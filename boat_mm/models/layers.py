@@ -1,6 +1,8 @@
 """Small layers shared by both BOAT backbones (one idea each, no toolbox dependency)."""
 import functools
-from typing import Callable, Iterable, Sequence, Tuple
+import threading
+from collections import OrderedDict, namedtuple
+from typing import Callable, Iterable, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -8,7 +10,7 @@ import torch.nn.functional as F
 from torch.nn.modules.batchnorm import _BatchNorm
 
 __all__ = ['DropPath', 'Mlp', 'pad_to_multiple', 'tokens_to_nchw', 'freeze', 'NORM_LAYERS', 'parse_arch',
-           'is_tracing', 'cache_outside_tracing']
+           'is_tracing', 'cache_outside_tracing', 'tensor_bytes', 'CacheInfo']
 
 # Layers that ``norm_eval`` keeps in eval mode.
 NORM_LAYERS = (nn.LayerNorm, nn.GroupNorm, _BatchNorm)
@@ -20,19 +22,62 @@ def is_tracing() -> bool:
     return torch.compiler.is_compiling() or torch.jit.is_tracing()
 
 
-def cache_outside_tracing(maxsize: int) -> Callable:
-    """``functools.lru_cache`` for functions that build tensors from Python values, bypassed while tracing:
-    tensors made during torch.compile / torch.export are fake, and a cache must never hand them to a later
-    eager call (and a trace should record how they are built)."""
+def tensor_bytes(value) -> int:
+    """Bytes held by the tensors in ``value`` (a tensor, or tuples / lists / NamedTuples of them)."""
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    if isinstance(value, (tuple, list)):
+        return sum(tensor_bytes(item) for item in value)
+    return 0
+
+
+CacheInfo = namedtuple('CacheInfo', ['hits', 'misses', 'maxsize', 'currsize', 'bytes', 'max_bytes'])
+
+
+def cache_outside_tracing(maxsize: int, max_bytes: Optional[int] = None) -> Callable:
+    """A least-recently-used cache for functions that build tensors from Python values (sizes, devices),
+    bounded by entry count and by the bytes of the tensors it holds, and bypassed while tracing: tensors made
+    during torch.compile / torch.export are fake, and a cache must never hand them to a later eager call (and
+    a trace should record how they are built).
+
+    The byte bound matters on a GPU under multi-scale training, where every new input size adds entries that
+    live in device memory; the most recently used entry is always kept, whatever its size."""
     def decorate(function):
-        cached = functools.lru_cache(maxsize=maxsize)(function)
+        entries: 'OrderedDict[tuple, object]' = OrderedDict()
+        state = dict(bytes=0, hits=0, misses=0)
+        lock = threading.RLock()  # re-entrant: a cached function may call itself (plan_clusters for a device)
 
         @functools.wraps(function)
         def wrapper(*args, **kwargs):
             if is_tracing():
                 return function(*args, **kwargs)
-            return cached(*args, **kwargs)
-        wrapper.cache_clear, wrapper.cache_info = cached.cache_clear, cached.cache_info
+            key = (args, tuple(sorted(kwargs.items())))
+            with lock:
+                if key in entries:
+                    entries.move_to_end(key)
+                    state['hits'] += 1
+                    return entries[key]
+            value = function(*args, **kwargs)
+            with lock:
+                state['misses'] += 1
+                if key not in entries:
+                    entries[key] = value
+                    state['bytes'] += tensor_bytes(value)
+                while len(entries) > 1 and (len(entries) > maxsize
+                                            or (max_bytes is not None and state['bytes'] > max_bytes)):
+                    _, evicted = entries.popitem(last=False)
+                    state['bytes'] -= tensor_bytes(evicted)
+            return value
+
+        def cache_info() -> CacheInfo:
+            with lock:
+                return CacheInfo(state['hits'], state['misses'], maxsize, len(entries), state['bytes'], max_bytes)
+
+        def cache_clear() -> None:
+            with lock:
+                entries.clear()
+                state.update(bytes=0, hits=0, misses=0)
+        wrapper.cache_info, wrapper.cache_clear = cache_info, cache_clear
         return wrapper
     return decorate
 

@@ -9,7 +9,8 @@ import warnings
 from typing import Any, Mapping, Optional, Sequence
 
 __all__ = ['resolve_arch', 'refuse_unless', 'check_norm_cfg', 'check_act_cfg', 'check_empty_cfg',
-           'merge_alias', 'init_cfg_from_pretrained', 'resolve_fsla_stages']
+           'merge_alias', 'init_cfg_from_pretrained', 'resolve_fsla_stages', 'resolve_fsla_cfg', 'UNSET',
+           'FSLA_CFG_KEYS']
 
 # The norm and activation every BOAT block is built with (as in Swin and CSWin).
 SUPPORTED_NORM_TYPES = ('LN', 'LayerNorm')
@@ -115,3 +116,38 @@ def resolve_fsla_stages(class_name: str, fsla_stages: Optional[Sequence[int]], n
         raise ValueError(f'fsla_stages must be stage indices in [0, {num_stages}), got {fsla_stages}')
     return fsla_stages
 
+
+
+# The keys of ``fsla_cfg`` (FeatureSpaceLocalAttention's settings), and the flat backbone arguments that
+# spelled them before (deprecated aliases).
+FSLA_CFG_KEYS = ('cluster_size', 'overlap', 'kmeans_iters', 'temperature', 'qk_scale')
+_LEGACY_FSLA_ARGUMENTS = {'cluster_size': 'cluster_size', 'overlap': 'overlap', 'kmeans_iters': 'kmeans_iters',
+                          'temperature': 'temperature', 'fsla_qk_scale': 'qk_scale'}
+UNSET = object()  # "argument not given" where None is a meaningful value (fsla_qk_scale=None: head_dim ** -0.5)
+_warned = set()
+
+
+def _warn_once(key, message: str) -> None:
+    """A deprecation warning per (class, argument) and process, not one per block or per build."""
+    if key not in _warned:
+        _warned.add(key)
+        warnings.warn(message, DeprecationWarning, stacklevel=4)
+
+
+def resolve_fsla_cfg(class_name: str, fsla_cfg: Optional[Mapping[str, Any]], defaults: Mapping[str, Any],
+                     **legacy: Any) -> dict:
+    """The FSLA settings: ``defaults`` (the released values) updated by ``fsla_cfg`` and by the deprecated
+    flat arguments (``cluster_size=``, ..., ``fsla_qk_scale=``; ``UNSET`` when not given), which warn once."""
+    given = dict(fsla_cfg or {})
+    unknown = sorted(set(given) - set(FSLA_CFG_KEYS))
+    if unknown:
+        raise ValueError(f'{class_name}: fsla_cfg has unknown keys {unknown}; known: {list(FSLA_CFG_KEYS)}')
+    for old, value in legacy.items():
+        if value is UNSET:
+            continue
+        new = _LEGACY_FSLA_ARGUMENTS[old]
+        _warn_once((class_name, old), f'{class_name}: {old}= is deprecated; use fsla_cfg=dict({new}=...)')
+        if new in given and given[new] != value:
+            raise ValueError(f'{class_name}: {old}={value!r} contradicts fsla_cfg {new}={given[new]!r}')
+        given[new] = value
+    return {**defaults, **given}

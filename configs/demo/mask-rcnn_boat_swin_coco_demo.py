@@ -42,7 +42,8 @@ train_cfg = dict(max_epochs=2, val_interval=2)
 default_hooks = dict(logger=dict(interval=4), checkpoint=dict(interval=1))
 
 # --tta at the demo's size: mmdet's three TTA scales relative to the test scale (1x, 0.5x, 1.5x), x 2 flips
-tta_scales = [image_scale, (image_scale[0] // 2, image_scale[1] // 2), (image_scale[0] * 3 // 2, image_scale[1] * 3 // 2)]
+tta_scales = [image_scale, (image_scale[0] // 2, image_scale[1] // 2),
+              (image_scale[0] * 3 // 2, image_scale[1] * 3 // 2)]
 tta_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='TestTimeAug', transforms=[
