@@ -345,13 +345,13 @@ def test_caches_are_bounded_by_bytes_under_multi_scale_inputs():
 def test_byte_bounded_cache_evicts_least_recently_used_first():
     from boat_mm.models.layers import cache_outside_tracing
 
-    @cache_outside_tracing(maxsize=10, max_bytes=3 * 400)
+    @cache_outside_tracing(maxsize=10, max_bytes=1300)  # room for three of these
     def make(n):
         return torch.zeros(n, dtype=torch.float32)  # n * 4 bytes
     first = make(100)
     make(100 + 1), make(100 + 2)
     assert make(100) is first  # a hit makes it the most recent
-    make(100 + 3)  # 4 entries > 1200 bytes: the least recently used (101) goes
+    make(100 + 3)  # 4 entries, 1624 > 1300 bytes: the least recently used (101) goes
     info = make.cache_info()
     assert info.currsize == 3 and info.bytes == 4 * (100 + 102 + 103)
     assert make(100) is first and make(101) is not None and make.cache_info().misses == 5
