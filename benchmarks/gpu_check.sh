@@ -8,5 +8,5 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python}
 "$PYTHON" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'gpu_check: no CUDA device')"
 "$PYTHON" -c "import torch; print('device:', torch.cuda.get_device_name(0), '| torch', torch.__version__)"
-timeout 240 "$PYTHON" -m pytest tests/test_gpu.py -q -p no:cacheprovider
+timeout 240 "$PYTHON" -m pytest tests -m cuda -q -p no:cacheprovider
 DEVICE=cuda PYTHON="$PYTHON" timeout 240 bash benchmarks/run_all.sh

@@ -3,8 +3,53 @@
 ``init_default_scope`` and the Runner set a process-wide default scope, and a backbone built without
 ``out_indices`` follows the scope's toolbox (mmpretrain: last stage only), so a scope left behind by one
 test would change what the next one builds."""
+import os
+
 import pytest
+import torch
 from mmengine.registry import DefaultScope
+
+from boat_mm import BOATCSWinTransformer, BOATSwinTransformer
+
+# Tiny architectures of both backbones (same stage structure as released, widths of 16): the shared test models.
+TINY_ARCHS = {
+    BOATSwinTransformer: dict(embed_dims=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4)),
+    BOATCSWinTransformer: dict(embed_dims=16, depths=(1, 2, 2, 1), num_heads=(2, 2, 4, 4), split_sizes=(1, 2, 7, 7)),
+}
+BACKBONES = list(TINY_ARCHS)
+
+
+def tiny_arch(cls, embed_dims: int = 16) -> dict:
+    """The tiny architecture of ``cls``, optionally wider (heads unchanged)."""
+    return dict(TINY_ARCHS[cls], embed_dims=embed_dims)
+
+
+def tiny_backbone(cls, **kwargs):
+    """A tiny ``cls`` with a seeded fresh initialisation (``kwargs``: any backbone argument)."""
+    torch.manual_seed(0)
+    model = cls(arch=TINY_ARCHS[cls], **kwargs)
+    model.init_weights()
+    return model
+
+
+class OsSystemPayload:
+    """Pickles to a call of ``os.system`` that touches ``marker``: loading it must not run anything."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f'touch {self.marker}',)
+
+
+def pytest_collection_modifyitems(config, items):
+    """``cuda`` tests skip without a CUDA device (``benchmarks/gpu_check.sh`` runs them on a GPU machine)."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason='needs a CUDA device')
+    for item in items:
+        if 'cuda' in item.keywords:
+            item.add_marker(skip)
 
 
 @pytest.fixture(autouse=True)

@@ -1,6 +1,8 @@
 """BOAT-Swin and BOAT-CSWin backbones: structure, shapes at any size, training switches."""
 import pytest
 import torch
+from conftest import BACKBONES, TINY_ARCHS  # noqa: F401
+from conftest import tiny_backbone as tiny
 
 from boat_mm import BOATCSWinTransformer, BOATSwinTransformer
 
@@ -14,19 +16,6 @@ RELEASED_PARAMS = {
     (BOATCSWinTransformer, 'base'): 89_628_712,
 }
 NUM_CLASSES = 1000
-TINY = {
-    BOATSwinTransformer: dict(embed_dims=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4)),
-    BOATCSWinTransformer: dict(embed_dims=16, depths=(1, 2, 2, 1), num_heads=(2, 2, 4, 4),
-                               split_sizes=(1, 2, 7, 7)),
-}
-BACKBONES = list(TINY)
-
-
-def tiny(cls, **kwargs):
-    torch.manual_seed(0)
-    model = cls(arch=TINY[cls], **kwargs)
-    model.init_weights()
-    return model
 
 
 @pytest.mark.parametrize('cls, arch', list(RELEASED_PARAMS))
@@ -184,7 +173,7 @@ def test_bad_arch_and_input_raise_clear_errors(cls):
     with pytest.raises(ValueError, match='exactly the keys'):
         cls(arch=dict(embed_dims=16))
     with pytest.raises(ValueError, match='out_indices'):
-        cls(arch=TINY[cls], out_indices=(4,))
+        cls(arch=TINY_ARCHS[cls], out_indices=(4,))
     model = tiny(cls)
     with pytest.raises(ValueError, match=r'\(B, 3, H, W\)'):
         model(torch.randn(1, 4, 32, 32))

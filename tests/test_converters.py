@@ -1,7 +1,6 @@
 """Released BOAT checkpoints -> boat_mm: key layout, strict loading, untouched tensors, file wrappings."""
 import argparse
 import json
-import os
 import os.path as osp
 import pickle
 import re
@@ -12,6 +11,7 @@ import types
 import numpy as np
 import pytest
 import torch
+from conftest import OsSystemPayload
 from mmengine.config import Config
 
 from boat_mm import BOATCSWinTransformer, BOATSwinTransformer
@@ -201,18 +201,10 @@ def test_gaps_in_block_numbering_are_reported(swin_tiny_state):
         detect_arch(odd)
 
 
-class _Payload:
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return os.system, (f'touch {self.marker}',)
-
-
 def test_converter_refuses_pickle_payloads(tmp_path):
     marker = tmp_path / 'ran'
     src = tmp_path / 'evil.pth'
-    torch.save({'model': {'x': torch.zeros(1)}, 'config': _Payload(marker)}, str(src))
+    torch.save({'model': {'x': torch.zeros(1)}, 'config': OsSystemPayload(marker)}, str(src))
     with pytest.raises(pickle.UnpicklingError, match='refused'):
         load_released_checkpoint(str(src))
     assert not marker.exists()

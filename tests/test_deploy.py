@@ -13,17 +13,16 @@ import torch
 ort = pytest.importorskip('onnxruntime')
 pytest.importorskip('onnxscript')
 
+from conftest import TINY_ARCHS  # noqa: E402
 from test_export import _Clustering  # noqa: E402  (the torch clustering as a module, shared with torch.export tests)
 
-from boat_mm import BOATCSWinTransformer, BOATSwinTransformer, deployment  # noqa: E402
+from boat_mm import deployment  # noqa: E402
 
+pytestmark = pytest.mark.slow  # trainings, exports, launched processes
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOL = os.path.join(REPO, 'tools', 'deployment', 'export_onnx.py')
 MAX_MOVED_PERCENT = 0.1  # of the tool's outputs, in percent (see test_export_tool_on_demo_configs)
-TINY = {
-    BOATSwinTransformer: dict(embed_dims=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4)),
-    BOATCSWinTransformer: dict(embed_dims=16, depths=(1, 2, 2, 1), num_heads=(2, 2, 4, 4), split_sizes=(1, 2, 7, 7)),
-}
+TINY = TINY_ARCHS
 
 
 def _run_onnx(path, *inputs):

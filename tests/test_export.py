@@ -4,15 +4,13 @@ import re
 
 import pytest
 import torch
+from conftest import TINY_ARCHS
 
 import boat_mm.models.feature_space_attention as fsla_module
-from boat_mm import BOATCSWinTransformer, BOATSwinTransformer
+from boat_mm import BOATSwinTransformer
 from boat_mm.models.feature_space_attention import balanced_hierarchical_clustering, plan_clusters
 
-TINY = {
-    BOATSwinTransformer: dict(embed_dims=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4)),
-    BOATCSWinTransformer: dict(embed_dims=16, depths=(1, 2, 2, 1), num_heads=(2, 2, 4, 4), split_sizes=(1, 2, 7, 7)),
-}
+TINY = TINY_ARCHS
 # ATen ops that copy a tensor value to the host (a device sync on GPU) or have data-dependent shapes.
 HOST_SYNC_OPS = re.compile(r'^aten\.(_local_scalar_dense|nonzero|item|masked_select|unique\w*)\.')
 

@@ -1,9 +1,9 @@
 """The stack boat_mm stands on: mmcv ops, stock toolbox models on CPU, safe checkpoint loading."""
-import os
 import pickle
 
 import pytest
 import torch
+from conftest import OsSystemPayload
 from mmengine.config import Config
 from mmengine.model import revert_sync_batchnorm
 from mmengine.registry import init_default_scope
@@ -73,16 +73,6 @@ def test_stock_mmseg_upernet_trains_one_step_on_cpu(tmp_path):
 
 # --- safe checkpoint loading ------------------------------------------------------------------
 
-class _Payload:
-    """Pickles to a call of os.system: loading it must not run anything."""
-
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return os.system, (f'touch {self.marker}',)
-
-
 class _GetattrGadget:
     """Pickles to getattr(numpy.ndarray, 'tofile'), the usual first step of a gadget chain."""
 
@@ -151,7 +141,7 @@ def test_mmengine_checkpoint_round_trip_and_resume(tmp_path):
 def test_checkpoint_with_pickle_payload_is_refused(tmp_path, payload_kind):
     from mmengine.runner import load_checkpoint
     marker = tmp_path / 'payload_ran'
-    payload = _Payload(marker) if payload_kind == 'reduce' else _GetattrGadget()
+    payload = OsSystemPayload(marker) if payload_kind == 'reduce' else _GetattrGadget()
     path = tmp_path / 'evil.pth'
     torch.save({'state_dict': {'linear.weight': torch.zeros(1, 2)}, 'meta': payload}, str(path))
     model = torch.nn.Module()

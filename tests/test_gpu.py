@@ -5,16 +5,14 @@ device what the CPU tests prove by construction: the same clusters as the CPU ke
 no host-device synchronisation in a forward pass, AMP training steps, and torch.compile."""
 import pytest
 import torch
+from conftest import BACKBONES, tiny_arch
 
-from boat_mm import BOATCSWinTransformer, BOATSwinTransformer, FeatureSpaceLocalAttention
+from boat_mm import FeatureSpaceLocalAttention
 from boat_mm.models.feature_space_attention import balanced_hierarchical_clustering, plan_clusters
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
+pytestmark = pytest.mark.cuda  # skipped without CUDA (conftest.py)
 
-TINY = {
-    BOATSwinTransformer: dict(embed_dims=32, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4)),
-    BOATCSWinTransformer: dict(embed_dims=32, depths=(1, 2, 2, 1), num_heads=(2, 2, 4, 4), split_sizes=(1, 2, 7, 7)),
-}
+TINY = {cls: tiny_arch(cls, embed_dims=32) for cls in BACKBONES}
 
 
 def _leaf_sets(perm, plan):

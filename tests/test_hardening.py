@@ -10,6 +10,7 @@ import time
 
 import pytest
 import torch
+from conftest import BACKBONES, TINY_ARCHS, OsSystemPayload, tiny_backbone
 from mmengine.runner import load_checkpoint
 
 import boat_mm  # noqa: F401
@@ -19,18 +20,10 @@ from boat_mm.converters import convert_checkpoint
 from boat_mm.demo_data import make_ade20k, make_coco
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
-TINY = {
-    BOATSwinTransformer: dict(embed_dims=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4)),
-    BOATCSWinTransformer: dict(embed_dims=16, depths=(1, 2, 2, 1), num_heads=(2, 2, 4, 4), split_sizes=(1, 2, 7, 7)),
-}
-BACKBONES = list(TINY)
 
 
 def tiny(cls, **kwargs):
-    torch.manual_seed(0)
-    model = cls(arch=TINY[cls], **kwargs)
-    model.init_weights()
-    return model.eval()
+    return tiny_backbone(cls, **kwargs).eval()
 
 
 # --- bad input ------------------------------------------------------------------------------------
@@ -117,14 +110,6 @@ def test_backbone_bf16_autocast_with_large_inputs(cls):
 
 # --- checkpoints --------------------------------------------------------------------------------
 
-class _Payload:
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return os.system, (f'touch {self.marker}',)
-
-
 @pytest.fixture
 def saved_backbone(tmp_path):
     model = tiny(BOATSwinTransformer)
@@ -137,7 +122,7 @@ def _all_load_paths(path):
     """Every way a checkpoint enters boat_mm: mmengine load_checkpoint, init_cfg Pretrained, converter."""
     target = tiny(BOATSwinTransformer)
     yield 'load_checkpoint', lambda: load_checkpoint(target, str(path))
-    pretrained = BOATSwinTransformer(arch=TINY[BOATSwinTransformer],
+    pretrained = BOATSwinTransformer(arch=TINY_ARCHS[BOATSwinTransformer],
                                      init_cfg=dict(type='Pretrained', checkpoint=str(path), prefix='backbone.'))
     yield 'init_cfg', pretrained.init_weights
     yield 'converter', lambda: convert_checkpoint(str(path), str(path) + '.out')
@@ -156,7 +141,7 @@ def test_damaged_checkpoint_names_the_file(saved_backbone, damage):
 def test_pickle_payload_refused_on_every_path(tmp_path):
     marker = tmp_path / 'payload_ran'
     path = tmp_path / 'evil.pth'
-    torch.save({'state_dict': {'backbone.norm3.weight': torch.ones(1)}, 'meta': _Payload(marker)}, str(path))
+    torch.save({'state_dict': {'backbone.norm3.weight': torch.ones(1)}, 'meta': OsSystemPayload(marker)}, str(path))
     for name, load in _all_load_paths(path):
         with pytest.raises(pickle.UnpicklingError, match=rf'refused to load {re.escape(str(path))}'):
             load()
@@ -165,7 +150,7 @@ def test_pickle_payload_refused_on_every_path(tmp_path):
 
 def test_checkpoint_of_another_arch_reports_missing_and_unexpected_keys(saved_backbone, tmp_path):
     _, path = saved_backbone
-    other = BOATCSWinTransformer(arch=TINY[BOATCSWinTransformer])
+    other = BOATCSWinTransformer(arch=TINY_ARCHS[BOATCSWinTransformer])
     with pytest.raises(RuntimeError) as error:
         load_checkpoint(other, str(path), strict=True, revise_keys=[(r'^backbone\.', '')])
     message = str(error.value)

@@ -4,15 +4,12 @@ import sys
 import textwrap
 
 import pytest
+from conftest import TINY_ARCHS
 from mmengine.config import Config
 
 from boat_mm.registry import TOOLBOX_SCOPES
 
-TINY_ARCH = {
-    'BOATSwinTransformer': dict(embed_dims=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4)),
-    'BOATCSWinTransformer': dict(embed_dims=16, depths=(1, 2, 2, 1), num_heads=(2, 2, 4, 4),
-                                 split_sizes=(1, 2, 7, 7)),
-}
+TINY_ARCH = {cls.__name__: arch for cls, arch in TINY_ARCHS.items()}
 
 
 @pytest.mark.parametrize('scope', TOOLBOX_SCOPES)

@@ -12,6 +12,8 @@ import pytest
 import torch
 from test_tools import REPO, _free_port, demo_root, run, small_config, train  # noqa: F401  (fixture)
 
+pytestmark = pytest.mark.slow  # trainings, exports, launched processes
+
 _trained = {}
 
 

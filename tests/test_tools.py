@@ -12,6 +12,7 @@ import pytest
 
 from boat_mm.demo_data import make_ade20k, make_coco, make_imagenet
 
+pytestmark = pytest.mark.slow  # trainings, exports, launched processes
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TIMEOUT = 900
 
