@@ -4,12 +4,15 @@
 ``out_indices`` follows the scope's toolbox (mmpretrain: last stage only), so a scope left behind by one
 test would change what the next one builds."""
 import os
+import os.path as osp
 
 import pytest
 import torch
 from mmengine.registry import DefaultScope
 
 from boat_mm import BOATCSWinTransformer, BOATSwinTransformer
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))  # the repository root, for every test module
 
 # Tiny architectures of both backbones (same stage structure as released, widths of 16): the shared test models.
 TINY_ARCHS = {
@@ -40,6 +43,20 @@ class OsSystemPayload:
 
     def __reduce__(self):
         return os.system, (f'touch {self.marker}',)
+
+
+class TorchClustering(torch.nn.Module):
+    """The torch clustering (the GPU path) as a module for ``num_tokens`` tokens: what torch.export and the
+    ONNX exporter trace in the export tests."""
+
+    def __init__(self, num_tokens: int):
+        super().__init__()
+        from boat_mm.models.feature_space_attention import plan_clusters
+        self.plan = plan_clusters(num_tokens)
+
+    def forward(self, q: torch.Tensor) -> torch.Tensor:
+        from boat_mm.models.feature_space_attention import balanced_hierarchical_clustering
+        return balanced_hierarchical_clustering(q, self.plan, use_native=False)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -10,7 +10,8 @@ import sys
 
 import pytest
 import torch
-from test_tools import REPO, _free_port, demo_root, run, small_config, train  # noqa: F401  (fixture)
+from conftest import REPO
+from test_train_and_test import _free_port, demo_root, run, small_config, train  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.slow  # trainings, exports, launched processes
 

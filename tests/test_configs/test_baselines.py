@@ -5,10 +5,10 @@ import importlib
 import os.path as osp
 
 import pytest
+from conftest import REPO
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 BOAT_CONFIGS = sorted(glob.glob(osp.join(REPO, 'configs', '*_boat_*.py')))
 ARCH_OF = {'': 'tiny', '-s': 'small', '-b': 'base'}
 

@@ -1,11 +1,11 @@
 """FSLA: the optimised module against a plain, obviously-correct loop implementation."""
 import math
 import os
-import os.path as osp
 
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import REPO
 
 from boat_mm.models.feature_space_attention import (
     FeatureSpaceLocalAttention,
@@ -16,7 +16,6 @@ from boat_mm.models.feature_space_attention import (
 from boat_mm.models.native_clustering import native_clustering_available
 
 CLUSTER_SIZE, OVERLAP, ITERS, TEMPERATURE = 49, 20, 2, 100.0
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 
 def plain_clusters(q, cluster_size=CLUSTER_SIZE, iters=ITERS, temperature=TEMPERATURE):

@@ -9,11 +9,11 @@ import sys
 import textwrap
 
 import pytest
+from conftest import REPO
 
 from boat_mm.demo_data import make_ade20k, make_coco, make_imagenet
 
 pytestmark = pytest.mark.slow  # trainings, exports, launched processes
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TIMEOUT = 900
 
 # Small overrides of the demo configs: tiny widths so a few iterations take seconds.

@@ -4,7 +4,7 @@ import re
 
 import pytest
 import torch
-from conftest import TINY_ARCHS
+from conftest import TINY_ARCHS, TorchClustering
 
 import boat_mm.models.feature_space_attention as fsla_module
 from boat_mm import BOATSwinTransformer
@@ -41,24 +41,15 @@ def test_torch_export_equals_eager(cls, size):
     assert not _host_syncs(exported)
 
 
-class _Clustering(torch.nn.Module):
-    def __init__(self, num_tokens):
-        super().__init__()
-        self.plan = plan_clusters(num_tokens)
-
-    def forward(self, q):
-        return balanced_hierarchical_clustering(q, self.plan, use_native=False)
-
-
 @pytest.mark.parametrize('num_tokens', [3136, 825], ids=['released', 'padded'])
 def test_torch_clustering_exports_with_no_host_sync(num_tokens):
     """torch.export refuses data-dependent control flow and .item(): exporting proves the torch
     clustering (the GPU path) runs without host-device synchronisation; it gives the same clusters."""
     torch.manual_seed(0)
     q = torch.randn(4, num_tokens, 16, dtype=torch.float64)
-    exported = torch.export.export(_Clustering(num_tokens), (q,))
+    exported = torch.export.export(TorchClustering(num_tokens), (q,))
     assert not _host_syncs(exported)
-    assert torch.equal(exported.module()(q), _Clustering(num_tokens)(q))
+    assert torch.equal(exported.module()(q), TorchClustering(num_tokens)(q))
 
 
 def test_cache_chunking_runs_only_in_eager_cpu(monkeypatch):
@@ -81,7 +72,7 @@ def test_cache_chunking_runs_only_in_eager_cpu(monkeypatch):
                                      use_native=False)
     assert calls == ['meta']  # any other device: one batched call over all levels
     calls.clear()
-    torch.export.export(_Clustering(3136), (q,))
+    torch.export.export(TorchClustering(3136), (q,))
     assert len(calls) == 1  # traced: batched too
 
 

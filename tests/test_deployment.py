@@ -13,8 +13,7 @@ import torch
 ort = pytest.importorskip('onnxruntime')
 pytest.importorskip('onnxscript')
 
-from conftest import TINY_ARCHS  # noqa: E402
-from test_export import _Clustering  # noqa: E402  (the torch clustering as a module, shared with torch.export tests)
+from conftest import TINY_ARCHS, TorchClustering  # noqa: E402
 
 from boat_mm import deployment  # noqa: E402
 
@@ -43,9 +42,9 @@ def test_onnx_clustering_is_the_torch_clustering(tmp_path, num_tokens, dtype, in
     if inputs == 'ties':
         q = torch.randint(-2, 3, q.shape).to(dtype)
     path = str(tmp_path / 'clustering.onnx')
-    deployment.export_onnx(_Clustering(num_tokens), q, path, ['perm'])
+    deployment.export_onnx(TorchClustering(num_tokens), q, path, ['perm'])
     (perm,) = _run_onnx(path, q)
-    assert torch.equal(perm, _Clustering(num_tokens)(q))
+    assert torch.equal(perm, TorchClustering(num_tokens)(q))
 
 
 def test_onnx_clustering_is_the_torch_clustering_at_512x512_stage1_size(tmp_path):
@@ -55,9 +54,9 @@ def test_onnx_clustering_is_the_torch_clustering_at_512x512_stage1_size(tmp_path
     torch.manual_seed(0)
     q = torch.randn(3, 16384, 32, dtype=torch.float64)
     path = str(tmp_path / 'clustering.onnx')
-    deployment.export_onnx(_Clustering(16384), q, path, ['perm'])
+    deployment.export_onnx(TorchClustering(16384), q, path, ['perm'])
     (perm,) = _run_onnx(path, q)
-    assert torch.equal(perm, _Clustering(16384)(q))
+    assert torch.equal(perm, TorchClustering(16384)(q))
 
 
 @pytest.mark.parametrize('size', [(224, 224), (97, 131)], ids=['224', '97x131'])
