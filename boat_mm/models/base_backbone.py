@@ -13,6 +13,7 @@ from mmengine.model.weight_init import trunc_normal_
 
 from .feature_space_attention import FeatureSpaceLocalAttention
 from .layers import NORM_LAYERS, DropPath, Mlp, freeze, tokens_to_nchw
+from .toolbox_args import resolve_fsla_cfg, resolve_fsla_stages
 
 __all__ = ['BOATBackbone', 'BilateralBlock', 'default_out_indices', 'stages_frozen_by']
 
@@ -74,6 +75,15 @@ class BOATBackbone(BaseModule):
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
         self.in_channels = in_channels
+
+    def _setup_fsla(self, num_stages: int, fsla_stages: Optional[Sequence[int]], fsla_cfg: Optional[dict],
+                    with_fsla: Optional[bool] = None, **legacy) -> None:
+        """``self.fsla_stages`` (None: the subclass's ``released_fsla_stages``) and ``self.fsla_cfg`` (the
+        subclass's ``default_fsla_cfg`` updated by ``fsla_cfg`` and the deprecated flat arguments)."""
+        name = type(self).__name__
+        self.fsla_stages = resolve_fsla_stages(name, fsla_stages, num_stages,
+                                               default=self.released_fsla_stages(num_stages), with_fsla=with_fsla)
+        self.fsla_cfg = resolve_fsla_cfg(name, fsla_cfg, self.default_fsla_cfg, **legacy)
 
     def _add_output_norms(self) -> None:
         for i in self.out_indices:

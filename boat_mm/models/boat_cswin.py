@@ -29,8 +29,6 @@ from .toolbox_args import (
     merge_alias,
     refuse_unless,
     resolve_arch,
-    resolve_fsla_cfg,
-    resolve_fsla_stages,
 )
 
 __all__ = ['BOATCSWinTransformer', 'BOATCSWinStage', 'BOATCSWinBlock', 'StripeAttention', 'ConvEmbed']
@@ -254,8 +252,8 @@ class BOATCSWinTransformer(BOATBackbone):
         if not len(num_heads) == len(split_sizes) == num_stages:
             raise ValueError(f'depths, num_heads and split_sizes must have the same length, got '
                              f'{depths}, {num_heads}, {split_sizes}')
-        fsla_stages = resolve_fsla_stages(name, fsla_stages, num_stages,
-                                          default=self.released_fsla_stages(num_stages), with_fsla=with_fsla)
+        self._setup_fsla(num_stages, fsla_stages, fsla_cfg, with_fsla, cluster_size=cluster_size, overlap=overlap,
+                         kmeans_iters=kmeans_iters, temperature=temperature, fsla_qk_scale=fsla_qk_scale)
         embed_dims = settings['embed_dims']
         self._setup_outputs([embed_dims * 2 ** i for i in range(num_stages)], out_indices, frozen_stages,
                             norm_eval, in_channels)
@@ -265,10 +263,6 @@ class BOATCSWinTransformer(BOATBackbone):
                 raise ValueError(f'stage {i}: {dims} channels and {heads} heads must split evenly over '
                                  f'{branches} branch(es)')
         self.convert_weights = convert_weights
-        self.fsla_stages = fsla_stages
-        self.fsla_cfg = fsla_cfg = resolve_fsla_cfg(
-            name, fsla_cfg, self.default_fsla_cfg, cluster_size=cluster_size, overlap=overlap,
-            kmeans_iters=kmeans_iters, temperature=temperature, fsla_qk_scale=fsla_qk_scale)
 
         self.patch_embed = ConvEmbed(in_channels, embed_dims, STEM_KERNEL, STEM_STRIDE, STEM_PADDING)
         drop_paths = self.drop_path_schedule(depths, drop_path_rate)
@@ -276,10 +270,10 @@ class BOATCSWinTransformer(BOATBackbone):
         for i in range(num_stages):
             self.stages.append(BOATCSWinStage(
                 self.num_features[i - 1] if i else None, self.num_features[i], depths[i], num_heads[i],
-                split_sizes[i], last_stage=i == num_stages - 1, use_fsla=i in fsla_stages,
+                split_sizes[i], last_stage=i == num_stages - 1, use_fsla=i in self.fsla_stages,
                 drop_paths=drop_paths[i],
                 mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, qk_scale=qk_scale, drop=drop_rate,
-                attn_drop=attn_drop_rate, fsla_cfg=fsla_cfg, with_cp=with_cp))
+                attn_drop=attn_drop_rate, fsla_cfg=self.fsla_cfg, with_cp=with_cp))
         self._add_output_norms()
 
     @staticmethod

@@ -32,8 +32,6 @@ from .toolbox_args import (
     init_cfg_from_pretrained,
     refuse_unless,
     resolve_arch,
-    resolve_fsla_cfg,
-    resolve_fsla_stages,
 )
 
 __all__ = ['BOATSwinTransformer', 'BOATSwinStage', 'BOATSwinBlock', 'WindowMSA', 'PatchEmbed', 'PatchMerging',
@@ -314,18 +312,14 @@ class BOATSwinTransformer(BOATBackbone):
         num_stages = len(depths)
         self._check_stock_arguments(num_stages, patch_size, strides, patch_norm, use_abs_pos_embed, act_cfg,
                                     norm_cfg, out_after_downsample, stage_cfgs, patch_cfg)
-        fsla_stages = resolve_fsla_stages(name, fsla_stages, num_stages,
-                                          default=self.released_fsla_stages(num_stages))
+        self._setup_fsla(num_stages, fsla_stages, fsla_cfg, cluster_size=cluster_size, overlap=overlap,
+                         kmeans_iters=kmeans_iters, temperature=temperature, fsla_qk_scale=fsla_qk_scale)
         if window_size < 1:
             raise ValueError(f'window_size must be >= 1, got {window_size}')
         embed_dims = settings['embed_dims']
         self._setup_outputs([embed_dims * 2 ** i for i in range(num_stages)], out_indices, frozen_stages,
                             norm_eval, in_channels)
         self.convert_weights = convert_weights
-        self.fsla_stages = fsla_stages
-        self.fsla_cfg = fsla_cfg = resolve_fsla_cfg(
-            name, fsla_cfg, self.default_fsla_cfg, cluster_size=cluster_size, overlap=overlap,
-            kmeans_iters=kmeans_iters, temperature=temperature, fsla_qk_scale=fsla_qk_scale)
 
         self.patch_embed = PatchEmbed(in_channels, embed_dims, patch_size)
         self.drop_after_pos = nn.Dropout(drop_rate)
@@ -333,10 +327,10 @@ class BOATSwinTransformer(BOATBackbone):
         self.stages = nn.ModuleList()
         for i, (depth, heads) in enumerate(zip(depths, num_heads)):
             self.stages.append(BOATSwinStage(
-                self.num_features[i], depth, heads, window_size, use_fsla=i in fsla_stages,
+                self.num_features[i], depth, heads, window_size, use_fsla=i in self.fsla_stages,
                 drop_paths=drop_paths[i], downsample=i < num_stages - 1,
                 mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, qk_scale=qk_scale, drop=drop_rate,
-                attn_drop=attn_drop_rate, fsla_cfg=fsla_cfg, with_cp=with_cp))
+                attn_drop=attn_drop_rate, fsla_cfg=self.fsla_cfg, with_cp=with_cp))
         self._add_output_norms()
 
     @staticmethod
