@@ -74,7 +74,8 @@ def growth_with_malloc_defaults(min_seconds):
 
 def bench_plain_loop(n):
     """The tests' obviously-correct loop implementation, for scale."""
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'tests'))
+    tests = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'tests')
+    sys.path[:0] = [os.path.join(tests, 'test_models'), tests]  # the test module, and the conftest it imports
     from test_feature_space_attention import plain_fsla
     torch.manual_seed(0)
     module = FeatureSpaceLocalAttention(EMBED_DIMS, NUM_HEADS).eval()
