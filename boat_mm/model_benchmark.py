@@ -62,9 +62,9 @@ def _point_at_demo_data(dataset_cfg, scope: str, root: str) -> None:
 
 def _dataset(loader_cfg, scope: str, root: str):
     import importlib
-    dataset_cfg = loader_cfg.dataset.copy()
-    while 'dataset' in dataset_cfg:  # RepeatDataset and friends: the inner one
-        dataset_cfg = dataset_cfg.dataset.copy()
+
+    from .evaluation import innermost_dataset
+    dataset_cfg = innermost_dataset(loader_cfg.dataset).copy()  # RepeatDataset and friends: the inner one
     _point_at_demo_data(dataset_cfg, scope, root)
     return importlib.import_module(f'{scope}.registry').DATASETS.build(dataset_cfg)
 
