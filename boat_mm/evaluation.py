@@ -16,7 +16,7 @@ from typing import List
 
 from mmengine.config import Config, ConfigDict
 
-__all__ = ['innermost_dataset', 'use_tta', 'tta_views', 'configure_outputs', 'attach_result_dumpers',
+__all__ = ['innermost_dataset', 'evaluation_only', 'use_tta', 'tta_views', 'configure_outputs', 'attach_result_dumpers',
            'configure_show_dir', 'pictures_in', 'count_forward_passes']
 
 # Where each toolbox writes pictures under --show-dir (a glob below the directory).
@@ -28,6 +28,21 @@ def innermost_dataset(dataset_cfg: dict) -> dict:
     while isinstance(dataset_cfg.get('dataset'), dict):
         dataset_cfg = dataset_cfg['dataset']
     return dataset_cfg
+
+
+# What only training reads: mmengine's Runner needs all three or none of the first three.
+_TRAINING_PARTS = ('train_dataloader', 'train_cfg', 'optim_wrapper', 'param_scheduler')
+
+
+def evaluation_only(cfg: Config) -> None:
+    """Drop the training parts of ``cfg`` in place, so that evaluating never builds the training set.
+
+    mmengine's ``Runner.iter`` (read by mmseg's visualization hook for every drawn picture) builds the train
+    loop, and with it the training dataset, whenever the config defines one: ``--show-dir`` then failed on a
+    machine that holds only the test data. Without a train loop ``Runner.iter`` is 0, the value a test run
+    has anyway (a checkpoint is loaded, not resumed)."""
+    for key in _TRAINING_PARTS:
+        cfg[key] = None
 
 
 def _default_flip_tta(cfg: Config) -> None:

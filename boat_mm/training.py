@@ -15,7 +15,8 @@ from mmengine.hooks import Hook
 
 __all__ = ['add_common_args', 'parse_common', 'build_model_without_weights', 'load_config', 'adapt_cfg_to_device',
            'check_datasets', 'DatasetNotFoundError', 'build_runner', 'prepare', 'enable_auto_scale_lr',
-           'disable_validation', 'TrainSetupLogger', 'describe_train_setup', 'missing_files_reported']
+           'disable_validation', 'TrainSetupLogger', 'describe_train_setup', 'missing_files_reported',
+           'destroy_process_group_on_success']
 
 # How to get the real data, per toolbox scope.
 _DATA_HELP = {
@@ -257,3 +258,18 @@ def missing_files_reported():
         path = error.filename or str(error)
         sys.exit(f'error: file not found: {path}\n  (named by the dataset annotations or the config; '
                  'check the data root and the annotation files)')
+
+
+@contextmanager
+def destroy_process_group_on_success():
+    """Tear the distributed process group down once the block has finished without error.
+
+    mmengine's Runner leaves the process group to the interpreter's exit; gloo's worker threads then still
+    hold work objects with Python references while the interpreter is finalised, and a rank can abort with
+    "terminate called without an active exception" (exit -6) after a training that succeeded. Destroying the
+    group while the interpreter is alive ends those threads first. After an error the group is left alone:
+    destroying it while other ranks still wait in a collective could hang them instead of failing."""
+    yield
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+

@@ -13,14 +13,31 @@ import torch
 ort = pytest.importorskip('onnxruntime')
 pytest.importorskip('onnxscript')
 
-from conftest import TINY_ARCHS, TorchClustering  # noqa: E402
+from conftest import (  # noqa: E402
+    FLOAT32_MOVED_TOKENS,
+    TINY_ARCHS,
+    TorchClustering,
+    cluster_sets,
+    clusters_are_tie_free,
+    moved_token_share,
+    tie_free_images,
+    tie_free_queries,
+)
 
 from boat_mm import deployment  # noqa: E402
+from boat_mm.models.feature_space_attention import plan_clusters  # noqa: E402
 
 pytestmark = pytest.mark.slow  # trainings, exports, launched processes
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOL = os.path.join(REPO, 'tools', 'deployment', 'export_onnx.py')
-MAX_MOVED_PERCENT = 0.1  # of the tool's outputs, in percent (see test_export_tool_on_demo_configs)
+# Largest |onnxruntime - pytorch| of the tool's float32 outputs on tie-free weights: rounding only. Measured
+# 1.5e-5 (UperNet logits) and ~2e-5 (FPN features, five unnormalised convolutions after the backbone); the
+# share beyond 1e-5 is the rounding tail and depends on the CPU (0.02-0.35% measured), so it is not bounded.
+# A token in another cluster changes its outputs by the size of the values themselves (0.1-1).
+MAX_ROUNDING_DIFF = 1e-3
+# Pixels whose two best classes are within rounding of each other may swap: a few per thousand at most (with
+# one image the classifier's single argmax must agree).
+MIN_ARGMAX_AGREEMENT = 99.9
 TINY = TINY_ARCHS
 
 
@@ -30,21 +47,51 @@ def _run_onnx(path, *inputs):
     return [torch.from_numpy(out) for out in session.run(None, feed)]
 
 
-@pytest.mark.parametrize('inputs', ['random', 'ties'])
-@pytest.mark.parametrize('dtype', [torch.float64, torch.float32], ids=['fp64', 'fp32'])
-@pytest.mark.parametrize('num_tokens', [3136, 825], ids=['released', 'padded'])
-def test_onnx_clustering_is_the_torch_clustering(tmp_path, num_tokens, dtype, inputs):
-    """Same permutation, slot for slot, in onnxruntime as in the torch clustering. 'ties': queries with
-    integer entries in [-2, 2] tie on most ratios, so this fails unless the exported sort keeps tied
-    tokens in order, as torch's stable sort does (ONNX TopK's lower-index tie rule)."""
+def _cluster_in_onnxruntime(tmp_path, q):
+    path = str(tmp_path / 'clustering.onnx')
+    deployment.export_onnx(TorchClustering(q.shape[1]), q, path, ['perm'])
+    (perm,) = _run_onnx(path, q)
+    return perm
+
+
+def _queries(num_tokens, dtype, inputs):
+    """Random queries, or 'ties': integer entries in [-2, 2], so that many ratios tie exactly and the result
+    depends on the exported sort keeping tied tokens in order, as torch's stable sort does (ONNX TopK's
+    lower-index tie rule)."""
     torch.manual_seed(0)
     q = torch.randn(4, num_tokens, 16, dtype=dtype)
-    if inputs == 'ties':
-        q = torch.randint(-2, 3, q.shape).to(dtype)
-    path = str(tmp_path / 'clustering.onnx')
-    deployment.export_onnx(TorchClustering(num_tokens), q, path, ['perm'])
-    (perm,) = _run_onnx(path, q)
-    assert torch.equal(perm, TorchClustering(num_tokens)(q))
+    return torch.randint(-2, 3, q.shape).to(dtype) if inputs == 'ties' else q
+
+
+@pytest.mark.parametrize('inputs', ['random', 'ties'])
+@pytest.mark.parametrize('num_tokens', [3136, 825], ids=['released', 'padded'])
+def test_onnx_clustering_is_the_torch_clustering_in_float64(tmp_path, num_tokens, inputs):
+    """float64: the same permutation, slot for slot, in onnxruntime as in the torch clustering."""
+    q = _queries(num_tokens, torch.float64, inputs)
+    assert torch.equal(_cluster_in_onnxruntime(tmp_path, q), TorchClustering(num_tokens)(q))
+
+
+@pytest.mark.parametrize('num_tokens', [3136, 825], ids=['released', 'padded'])
+def test_onnx_clustering_in_float32_is_the_float64_clustering_on_tie_free_queries(tmp_path, num_tokens):
+    """float32 on tie-free queries (tests/conftest.py): onnxruntime and torch both give exactly the clusters
+    of float64, whatever the CPU's kernels."""
+    q = tie_free_queries(4, num_tokens, 16)
+    plan = plan_clusters(num_tokens)
+    expected = cluster_sets(TorchClustering(num_tokens)(q.double()), plan)
+    assert torch.equal(cluster_sets(_cluster_in_onnxruntime(tmp_path, q), plan), expected)
+    assert torch.equal(cluster_sets(TorchClustering(num_tokens)(q), plan), expected)
+
+
+@pytest.mark.parametrize('inputs', ['random', 'ties'])
+@pytest.mark.parametrize('num_tokens', [3136, 825], ids=['released', 'padded'])
+def test_onnx_clustering_in_float32_moves_few_tokens(tmp_path, num_tokens, inputs):
+    """float32 on arbitrary queries: near-split tokens may change side between the two arithmetics; the share
+    of tokens in another cluster stays small (a wrong sort or tie rule moves most of them)."""
+    q = _queries(num_tokens, torch.float32, inputs)
+    plan = plan_clusters(num_tokens)
+    moved = moved_token_share(TorchClustering(num_tokens)(q), _cluster_in_onnxruntime(tmp_path, q), plan)
+    print(f'float32 onnxruntime vs torch, {inputs}, N={num_tokens}: {100 * moved:.2f}% of tokens moved')
+    assert moved <= FLOAT32_MOVED_TOKENS
 
 
 def test_onnx_clustering_is_the_torch_clustering_at_512x512_stage1_size(tmp_path):
@@ -62,12 +109,12 @@ def test_onnx_clustering_is_the_torch_clustering_at_512x512_stage1_size(tmp_path
 @pytest.mark.parametrize('size', [(224, 224), (97, 131)], ids=['224', '97x131'])
 @pytest.mark.parametrize('cls', list(TINY), ids=lambda c: c.__name__)
 def test_onnxruntime_backbone_matches_eager(tmp_path, cls, size):
-    """Whole backbone in onnxruntime against eager PyTorch (CPU kernel clustering), float32: no output
-    value moves beyond rtol = atol = 1e-5 (onnxruntime has no float64 convolution; float64 identity of
-    the clustering is the test above)."""
+    """Whole backbone in onnxruntime against eager PyTorch (CPU kernel clustering), float32, on a tie-free
+    input (tests/conftest.py): no output value moves beyond rtol = atol = 1e-5 (onnxruntime has no float64
+    convolution; float64 identity of the clustering is the test above)."""
     torch.manual_seed(0)
     model = cls(arch=TINY[cls]).eval()
-    x = torch.randn(1, 3, *size)
+    x = tie_free_images(model, (1, 3, *size))
     path = str(tmp_path / 'backbone.onnx')
     deployment.export_onnx(model, x, path, [f'stage{i}' for i in range(4)])
     with torch.no_grad():
@@ -77,6 +124,19 @@ def test_onnxruntime_backbone_matches_eager(tmp_path, cls, size):
     for expected, got in zip(eager, exported):
         assert got.shape == expected.shape
         assert deployment.moved_share(expected, got) == 0
+
+
+def _tie_free_seed(config, shape, image, max_seeds=10):
+    """The first weight seed of tools/deployment/export_onnx.py (it seeds, then builds the model) whose
+    FSLA clusters of ``image``, preprocessed as the tool does, are tie-free."""
+    for seed in range(max_seeds):
+        torch.manual_seed(seed)
+        model, cfg, scope = deployment.build_model(os.path.join(REPO, config))
+        module, _ = deployment.exportable(model, scope)
+        inputs, _ = deployment.preprocess_image(model, cfg, scope, image, shape)
+        if clusters_are_tie_free(module, inputs):
+            return seed
+    raise RuntimeError(f'no tie-free seed among {max_seeds} for {config}')
 
 
 def _export_tool(config, shape, out, *extra):
@@ -91,10 +151,13 @@ def _export_tool(config, shape, out, *extra):
 ], ids=['classifier', 'upernet', 'mask-rcnn'])
 def test_export_tool_on_demo_configs(tmp_path, config, shape, outputs, grace_hopper):
     """The tool as a user runs it: random weights (said on stderr), export, --verify on a photograph
-    through the config's test preprocessing; the file's outputs have the promised names and shapes."""
+    through the config's test preprocessing; the file's outputs have the promised names and shapes. The
+    weights' --seed is one whose clusters of the photo are tie-free, so that onnxruntime and eager float32
+    agree on every CPU."""
     import onnx
     out = str(tmp_path / 'model.onnx')
-    result = _export_tool(config, shape, out, '--verify', grace_hopper)
+    seed = _tie_free_seed(config, shape, grace_hopper)
+    result = _export_tool(config, shape, out, '--verify', grace_hopper, '--seed', str(seed))
     assert result.returncode == 0, result.stderr[-3000:]
     assert 'RANDOM WEIGHTS' in result.stderr
     graph = onnx.load(out, load_external_data=False).graph
@@ -105,12 +168,10 @@ def test_export_tool_on_demo_configs(tmp_path, config, shape, outputs, grace_hop
         moved = re.search(rf'^{name}: max \|onnxruntime - pytorch\| = (\S+), (\S+)% of values moved', result.stdout,
                           re.M)
         assert moved, result.stdout
-        # FPN features pass five unnormalised convolutions after the backbone: float32 rounding moves
-        # ~0.02% of them by ~2e-5 (measured); a changed cluster would move far more, by far more.
-        assert float(moved.group(2)) <= MAX_MOVED_PERCENT, result.stdout
+        assert float(moved.group(1)) <= MAX_ROUNDING_DIFF, result.stdout
     if 'feat0' not in outputs:
         agreement = re.search(r'argmax over classes agrees on (\S+)%', result.stdout)
-        assert agreement and float(agreement.group(1)) == 100.0, result.stdout
+        assert agreement and float(agreement.group(1)) >= MIN_ARGMAX_AGREEMENT, result.stdout
     assert re.search(r'latency .*pytorch eager [\d.]+ ms, onnxruntime [\d.]+ ms', result.stdout)
 
 

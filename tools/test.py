@@ -23,6 +23,7 @@ from boat_mm.evaluation import (  # noqa: E402
     configure_outputs,
     configure_show_dir,
     count_forward_passes,
+    evaluation_only,
     pictures_in,
     use_tta,
 )
@@ -30,6 +31,7 @@ from boat_mm.training import (  # noqa: E402
     DatasetNotFoundError,
     add_common_args,
     build_runner,
+    destroy_process_group_on_success,
     load_config,
     missing_files_reported,
     parse_common,
@@ -58,6 +60,7 @@ def main(argv=None):
         sys.exit(f'error: config not found: {args.config}')
     cfg = load_config(args.config, args.cfg_options, args.work_dir, args.launcher)
     cfg.load_from = args.checkpoint
+    evaluation_only(cfg)  # a test needs no training set, even where a hook asks for the train loop
     scope = cfg.get('default_scope', 'mmpretrain')
     notes, pictures = [], None
     try:
@@ -76,7 +79,7 @@ def main(argv=None):
     for note in notes:
         if rank0:
             print(f'[boat_mm] {note}')
-    with missing_files_reported():
+    with missing_files_reported(), destroy_process_group_on_success():
         runner = build_runner(cfg)
         if args.out:
             attach_result_dumpers(runner, scope, args.out)

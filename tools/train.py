@@ -20,6 +20,7 @@ from boat_mm.training import (  # noqa: E402
     TrainSetupLogger,
     add_common_args,
     build_runner,
+    destroy_process_group_on_success,
     disable_validation,
     enable_auto_scale_lr,
     load_config,
@@ -70,7 +71,7 @@ def main(argv=None):
         sys.exit(f'error: {error}')
     if args.check_only:
         return
-    with missing_files_reported():
+    with missing_files_reported(), destroy_process_group_on_success():
         runner = build_runner(cfg)
         runner.register_hook(TrainSetupLogger())
         runner.train()

@@ -23,11 +23,20 @@ import torch
 from ..env import switched_on
 from .layers import is_tracing
 
-__all__ = ['native_clustering_available', 'cluster_native', 'NATIVE_ENV']
+__all__ = ['native_clustering_available', 'cluster_native', 'compile_flags', 'NATIVE_ENV', 'MARCH_ENV']
 
 NATIVE_ENV = 'BOAT_MM_NATIVE'
 SOURCE = osp.join(osp.dirname(osp.abspath(__file__)), 'csrc', 'hierarchical_clustering.cpp')
-COMPILE_FLAGS = ('-O3', '-march=native', '-std=c++17', '-shared', '-fPIC', '-fopenmp')
+# The kernel is built for the CPU it runs on; BOAT_MM_NATIVE_MARCH names another target (e.g. x86-64-v2 for
+# SSE4.2 only, x86-64-v3 for AVX2, x86-64-v4 for AVX-512) to build it as a different x86-64 CPU would.
+MARCH_ENV = 'BOAT_MM_NATIVE_MARCH'
+DEFAULT_MARCH = 'native'
+COMMON_FLAGS = ('-O3', '-std=c++17', '-shared', '-fPIC', '-fopenmp')
+
+
+def compile_flags() -> tuple:
+    """The compiler flags of the kernel: ``-march`` from ``BOAT_MM_NATIVE_MARCH`` (default: this CPU)."""
+    return (f'-march={os.environ.get(MARCH_ENV) or DEFAULT_MARCH}', *COMMON_FLAGS)
 _COMPILE_TIMEOUT_S = 300
 
 _library = None
@@ -48,7 +57,7 @@ def _cpu_identity() -> str:
 def _library_path(compiler: str) -> str:
     version = subprocess.run([compiler, '--version'], capture_output=True, text=True).stdout
     digest = hashlib.sha256()
-    for part in (open(SOURCE, 'rb').read(), version.encode(), ' '.join(COMPILE_FLAGS).encode(),
+    for part in (open(SOURCE, 'rb').read(), version.encode(), ' '.join(compile_flags()).encode(),
                  _cpu_identity().encode()):
         digest.update(part)
     cache = os.environ.get('BOAT_MM_CACHE', osp.join(osp.expanduser('~'), '.cache', 'boat_mm'))
@@ -60,7 +69,7 @@ def _build(compiler: str, target: str) -> None:
     fd, partial = tempfile.mkstemp(suffix='.so.partial', dir=osp.dirname(target))
     os.close(fd)
     try:
-        result = subprocess.run([compiler, *COMPILE_FLAGS, SOURCE, '-o', partial], capture_output=True,
+        result = subprocess.run([compiler, *compile_flags(), SOURCE, '-o', partial], capture_output=True,
                                 text=True, timeout=_COMPILE_TIMEOUT_S)
         if result.returncode != 0:
             raise RuntimeError(result.stderr[-2000:])

@@ -59,9 +59,9 @@ def test_invalid_arguments_fail_at_construction(kwargs, match):
 @pytest.mark.parametrize('cls', BACKBONES)
 def test_nan_in_one_image_leaves_the_others_exact(cls):
     """Documented behaviour: NaN/Inf propagate within their own image only; every other image of the
-    batch gives exactly what it gives alone."""
-    model = tiny(cls)
-    x = torch.randn(3, 3, 64, 96)
+    batch gives what it gives alone (in float64: batch 3 and batch 1 run different kernel shapes)."""
+    model = tiny(cls).double()
+    x = torch.randn(3, 3, 64, 96, dtype=torch.float64)
     poisoned = x.clone()
     poisoned[0, :, 10:20, 30:40] = float('nan')
     poisoned[0, 1, 0, 0] = float('inf')
@@ -72,7 +72,7 @@ def test_nan_in_one_image_leaves_the_others_exact(cls):
         assert not torch.isfinite(out[0]).all()
         for j, i in enumerate((1, 2)):
             assert torch.isfinite(out[i]).all()
-            torch.testing.assert_close(out[i:i + 1], alone[j][level], rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(out[i:i + 1], alone[j][level], rtol=1e-10, atol=1e-10)
 
 
 @pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])

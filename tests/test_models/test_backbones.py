@@ -146,13 +146,14 @@ def test_bf16_autocast_on_cpu_is_finite(cls):
 
 @pytest.mark.parametrize('cls', BACKBONES)
 def test_images_in_a_batch_are_independent(cls):
-    model = tiny(cls).eval()
-    x = torch.randn(3, 3, 64, 64)
+    """Batch 3 and batch 1 run different kernel shapes (two arithmetics): compared in float64."""
+    model = tiny(cls).double().eval()
+    x = torch.randn(3, 3, 64, 64, dtype=torch.float64)
     with torch.no_grad():
         batched = model(x)
         alone = model(x[2:])
     for a, b in zip(batched, alone):
-        torch.testing.assert_close(a[2:], b, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(a[2:], b, rtol=1e-10, atol=1e-10)
 
 
 def test_fsla_placement_follows_release():

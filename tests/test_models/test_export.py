@@ -4,7 +4,7 @@ import re
 
 import pytest
 import torch
-from conftest import TINY_ARCHS, TorchClustering
+from conftest import TINY_ARCHS, TorchClustering, tie_free_images
 
 import boat_mm.models.feature_space_attention as fsla_module
 from boat_mm import BOATSwinTransformer
@@ -23,11 +23,11 @@ def _host_syncs(exported):
 @pytest.mark.parametrize('size', [(224, 224), (97, 131)], ids=['224', '97x131'])
 @pytest.mark.parametrize('cls', list(TINY), ids=lambda c: c.__name__)
 def test_torch_export_equals_eager(cls, size):
-    """The exported program (torch clustering) against eager (the CPU kernel): identical in float64,
-    where no near-tie can flip a cluster; in float32 no output moves at these sizes."""
+    """The exported program (torch clustering) against eager (the CPU kernel), two arithmetics: within 1e-10
+    in float64; in float32, on a tie-free input (tests/conftest.py), no output moves."""
     torch.manual_seed(0)
     model = cls(arch=TINY[cls]).eval()
-    x = torch.randn(1, 3, *size)
+    x = tie_free_images(model, (1, 3, *size))
     exported = torch.export.export(model, (x,))
     with torch.no_grad():
         eager, traced = model(x), exported.module()(x)
@@ -101,6 +101,7 @@ def test_torch_compile_fullgraph_forward_and_backward(cls):
     sum(out.mean() for out in compiled(x)).backward()
     assert all(p.grad is not None for p in model.parameters())
     model.eval()
+    x = tie_free_images(model, x.shape)  # compiled (torch clustering, decomposed ops) vs eager: two arithmetics
     with torch.no_grad():
         for a, b in zip(compiled(x), model(x)):
             assert ((a - b).abs() > 1e-5).float().mean() == 0

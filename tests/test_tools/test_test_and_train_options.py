@@ -11,7 +11,7 @@ import sys
 import pytest
 import torch
 from conftest import REPO
-from test_train_and_test import _free_port, demo_root, run, small_config, train  # noqa: F401  (fixture)
+from test_train_and_test import METRIC_PATTERNS, _free_port, demo_root, run, small_config, train  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.slow  # trainings, exports, launched processes
 
@@ -50,6 +50,48 @@ def test_seg_tta_out_and_show_dir(tmp_path, trained):
     assert label.size == (64, 64) and set(label.getdata()) <= {1, 2, 3}  # class ids + 1 (reduce_zero_label)
     assert len(list(show.glob('vis_data/vis_image/*.png'))) == 2
     assert '[boat_mm] 2 pictures in' in log
+
+
+def _move_test_set(data_root, task, target):
+    """A copy of the demo test set of ``task`` with its first image only, at ``target``; no training data there."""
+    import shutil
+    if task == 'seg':
+        for kind, suffix in (('images', '.jpg'), ('annotations', '.png')):
+            os.makedirs(target / kind / 'validation')
+            source = osp.join(data_root, 'ade20k', kind, 'validation')
+            first = sorted(f for f in os.listdir(source) if f.endswith(suffix))[0]
+            shutil.copy(osp.join(source, first), target / kind / 'validation' / first)
+    else:  # cls: ImageNet layout, meta/val.txt lists the images
+        with open(osp.join(data_root, 'imagenet', 'meta', 'val.txt')) as f:
+            first = f.readline()
+        os.makedirs(target / 'meta')
+        (target / 'meta' / 'val.txt').write_text(first)
+        image = first.split()[0]
+        os.makedirs(target / 'val' / osp.dirname(image))
+        shutil.copy(osp.join(data_root, 'imagenet', 'val', image), target / 'val' / image)
+
+
+@pytest.mark.parametrize('task', ['seg', 'cls'])
+def test_show_dir_with_the_test_set_elsewhere_and_no_training_data(tmp_path, trained, demo_root, task):  # noqa: F811
+    """Evaluating needs only the test set: training and validation roots that do not exist, the test set moved
+    with --cfg-options test_dataloader.dataset.data_root (the override the missing-data error recommends),
+    and --show-dir draws its one picture (mmseg's visualization hook reads Runner.iter, which built the
+    training set)."""
+    config, checkpoint, _ = trained(task)
+    absent, moved = tmp_path / 'absent', tmp_path / 'moved'
+    _move_test_set(demo_root, task, moved)
+    elsewhere = tmp_path / 'elsewhere.py'
+    elsewhere.write_text(f'_base_ = {config!r}\n'
+                         f'train_dataloader = dict(dataset=dict(data_root={str(absent)!r}))\n'
+                         f'val_dataloader = dict(dataset=dict(data_root={str(absent)!r}))\n')
+    show = tmp_path / 'pictures'
+    result, log = run([sys.executable, 'tools/test.py', str(elsewhere), checkpoint, '--work-dir', str(tmp_path / 'w'),
+                       '--show-dir', str(show), '--cfg-options', f'test_dataloader.dataset.data_root={moved}'])
+    assert result.returncode == 0, log[-3000:]
+    assert re.search(METRIC_PATTERNS[task], log), log[-2000:]
+    pattern = 'vis_data/vis_image/*.png' if task == 'seg' else '*.png'
+    assert len(list(show.glob(pattern))) == 1  # the moved set's one image, not the demo set's
+    assert '[boat_mm] 1 pictures in' in log
 
 
 def test_det_tta_out_and_show_dir(tmp_path, trained):
