@@ -9,6 +9,7 @@ import sys
 import textwrap
 
 import pytest
+import torch
 from conftest import REPO
 
 from boat_mm.demo_data import make_ade20k, make_coco, make_imagenet
@@ -138,6 +139,25 @@ def test_dist_train_two_cpu_processes(tmp_path, demo_root, task):
     assert '[boat_mm] distributed: world size 2, backend gloo' in log, log[-3000:]
     assert re.search(r'Iter\(train\) \[2/2\]' if task == 'seg' else r'Epoch\(train\) \[1\]', log)
     assert 'Grad strides do not match bucket view strides' not in log, log[-3000:]
+
+
+def test_process_group_is_destroyed_after_success_only(tmp_path):
+    """tools/train.py and tools/test.py end a successful run by destroying the process group (gloo threads
+    that outlive it could abort the rank at interpreter exit); after an error it is left to the exit."""
+    import torch.distributed as dist
+
+    from boat_mm.training import destroy_process_group_on_success
+    dist.init_process_group('gloo', init_method=f'file://{tmp_path / "store"}', rank=0, world_size=1)
+    try:
+        with pytest.raises(RuntimeError), destroy_process_group_on_success():
+            raise RuntimeError('a failed run')
+        assert dist.is_initialized()
+        with destroy_process_group_on_success():
+            dist.all_reduce(torch.ones(1))
+        assert not dist.is_initialized()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
 
 
 def test_missing_dataset_names_the_path_and_the_demo(tmp_path):
