@@ -148,9 +148,9 @@ def clusters_are_tie_free(model: torch.nn.Module, x: torch.Tensor, seed: int = 0
     """True when every FSLA clustering of ``model`` on ``x`` is tie-free: the float64 model's clusters withstand
     ``TIE_PROBES`` random relative perturbations of the input of size ``TIE_MARGIN``."""
     import copy
-    model64 = copy.deepcopy(model).double().eval()
+    model64 = copy.deepcopy(model).cpu().double().eval()  # decided on the CPU: the same on every machine
     generator = torch.Generator().manual_seed(seed)
-    x64 = x.double()
+    x64 = x.cpu().double()
     reference = fsla_cluster_sets(model64, x64)
     for _ in range(TIE_PROBES):
         probe = fsla_cluster_sets(model64, _perturbed(x64, TIE_MARGIN, generator))

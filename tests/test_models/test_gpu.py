@@ -5,7 +5,7 @@ device what the CPU tests prove by construction: the same clusters as the CPU ke
 no host-device synchronisation in a forward pass, AMP training steps, and torch.compile."""
 import pytest
 import torch
-from conftest import BACKBONES, tiny_arch
+from conftest import BACKBONES, cluster_sets, tie_free_images, tie_free_queries, tiny_arch
 
 from boat_mm import FeatureSpaceLocalAttention
 from boat_mm.models.feature_space_attention import balanced_hierarchical_clustering, plan_clusters
@@ -15,19 +15,23 @@ pytestmark = pytest.mark.cuda  # skipped without CUDA (conftest.py)
 TINY = {cls: tiny_arch(cls, embed_dims=32) for cls in BACKBONES}
 
 
-def _leaf_sets(perm, plan):
-    slots = plan.slots_per_cluster
-    return [[frozenset(row[c * slots:(c + 1) * slots].tolist()) for c in range(plan.num_clusters)] for row in perm]
-
-
 @pytest.mark.parametrize('num_tokens', [3136, 825, 12544])
-def test_cuda_clusters_equal_the_cpu_kernel_on_tie_free_inputs(num_tokens):
+def test_cuda_clusters_equal_the_cpu_kernel_in_float64(num_tokens):
     torch.manual_seed(0)
-    q = torch.randn(6, num_tokens, 32, dtype=torch.float64)  # float64: no near-ties to flip
+    q = torch.randn(6, num_tokens, 32, dtype=torch.float64)
     plan = plan_clusters(num_tokens)
     on_cpu = balanced_hierarchical_clustering(q, plan)
     on_cuda = balanced_hierarchical_clustering(q.cuda(), plan_clusters(num_tokens, device=torch.device('cuda')))
-    assert _leaf_sets(on_cuda.cpu(), plan) == _leaf_sets(on_cpu, plan)
+    assert torch.equal(cluster_sets(on_cuda.cpu(), plan), cluster_sets(on_cpu, plan))
+
+
+@pytest.mark.parametrize('num_tokens', [3136, 825])
+def test_cuda_clusters_in_float32_are_the_float64_clusters_on_tie_free_queries(num_tokens):
+    q = tie_free_queries(4, num_tokens, 32)
+    plan = plan_clusters(num_tokens)
+    expected = cluster_sets(balanced_hierarchical_clustering(q.double(), plan, use_native=False), plan)
+    on_cuda = balanced_hierarchical_clustering(q.cuda(), plan_clusters(num_tokens, device=torch.device('cuda')))
+    assert torch.equal(cluster_sets(on_cuda.cpu(), plan), expected)
 
 
 def test_fsla_forward_has_no_host_sync():
@@ -66,7 +70,7 @@ def test_torch_compile_on_cuda(cls):
     torch._dynamo.reset()
     torch.manual_seed(0)
     model = cls(arch=TINY[cls]).cuda().eval()
-    x = torch.randn(2, 3, 224, 224, device='cuda')
+    x = tie_free_images(model, (2, 3, 224, 224)).cuda()  # compiled vs eager: two arithmetics
     with torch.no_grad():
         eager = model(x)
         compiled = torch.compile(model, fullgraph=True)(x)
