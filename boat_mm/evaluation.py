@@ -30,7 +30,7 @@ def innermost_dataset(dataset_cfg: dict) -> dict:
     return dataset_cfg
 
 
-# What only training reads: mmengine's Runner needs all three or none of the first three.
+# What only training reads (mmengine's Runner wants train_dataloader, train_cfg and optim_wrapper all set or all None).
 _TRAINING_PARTS = ('train_dataloader', 'train_cfg', 'optim_wrapper', 'param_scheduler')
 
 

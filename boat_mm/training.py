@@ -272,4 +272,3 @@ def destroy_process_group_on_success():
     yield
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
-

@@ -32,15 +32,15 @@ SOURCE = osp.join(osp.dirname(osp.abspath(__file__)), 'csrc', 'hierarchical_clus
 MARCH_ENV = 'BOAT_MM_NATIVE_MARCH'
 DEFAULT_MARCH = 'native'
 COMMON_FLAGS = ('-O3', '-std=c++17', '-shared', '-fPIC', '-fopenmp')
+_COMPILE_TIMEOUT_S = 300
+
+_library = None
+_load_failed = False
 
 
 def compile_flags() -> tuple:
     """The compiler flags of the kernel: ``-march`` from ``BOAT_MM_NATIVE_MARCH`` (default: this CPU)."""
     return (f'-march={os.environ.get(MARCH_ENV) or DEFAULT_MARCH}', *COMMON_FLAGS)
-_COMPILE_TIMEOUT_S = 300
-
-_library = None
-_load_failed = False
 
 
 def _cpu_identity() -> str:

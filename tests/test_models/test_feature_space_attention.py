@@ -294,10 +294,17 @@ def test_native_kernel_can_be_switched_off(monkeypatch):
     assert not native_clustering_available(torch.zeros(1))
 
 
-def test_unbuildable_native_kernel_falls_back_with_a_warning(tmp_path):
-    """No working compiler: one warning, and FSLA still runs (torch clustering)."""
+def _run_with_kernel_cache(script, cache_dir, timeout, **env):
+    """Run a Python ``script`` in a fresh process with the kernel switched on, its build cache in ``cache_dir``
+    (so the kernel is built there anew) and the extra environment ``env``."""
     import subprocess
     import sys
+    env = dict(os.environ, BOAT_MM_CACHE=str(cache_dir), BOAT_MM_NATIVE='1', **env)
+    return subprocess.run([sys.executable, '-c', script], capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def test_unbuildable_native_kernel_falls_back_with_a_warning(tmp_path):
+    """No working compiler: one warning, and FSLA still runs (torch clustering)."""
     script = (
         'import sys, warnings, torch\n'
         f'sys.path.insert(0, {REPO!r})\n'
@@ -306,8 +313,7 @@ def test_unbuildable_native_kernel_falls_back_with_a_warning(tmp_path):
         '    warnings.simplefilter("always")\n'
         '    out = FeatureSpaceLocalAttention(16, 2)(torch.randn(1, 196, 16), (14, 14))\n'
         'print(tuple(out.shape), [str(w.message)[:60] for w in caught])\n')
-    env = dict(os.environ, CXX='/bin/false', BOAT_MM_CACHE=str(tmp_path), BOAT_MM_NATIVE='1')
-    result = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True, env=env, timeout=120)
+    result = _run_with_kernel_cache(script, tmp_path, timeout=120, CXX='/bin/false')
     assert result.returncode == 0, result.stderr[-2000:]
     assert '(1, 196, 16)' in result.stdout
     assert 'fused CPU clustering kernel could not be built' in result.stdout
@@ -329,8 +335,6 @@ class OnMap(torch.nn.Module):
 def test_kernel_built_for_an_older_cpu_gives_the_same_clusters(tmp_path):
     """BOAT_MM_NATIVE_MARCH=x86-64-v2 builds the kernel as for a CPU with SSE4.2 only (no AVX): float64
     clusters identical to the torch path's, float32 on tie-free queries identical to float64's."""
-    import subprocess
-    import sys
     script = (
         'import sys, torch\n'
         f'sys.path[:0] = [{REPO!r}, {os.path.join(REPO, "tests")!r}]\n'
@@ -344,8 +348,7 @@ def test_kernel_built_for_an_older_cpu_gives_the_same_clusters(tmp_path):
         'for x in (torch.randn(3, 1000, 24, dtype=torch.float64), q):\n'
         '    got = cluster_sets(cluster(x, plan, use_native=True), plan)\n'
         '    print(torch.equal(got, cluster_sets(cluster(x.double(), plan, use_native=False), plan)))\n')
-    env = dict(os.environ, BOAT_MM_NATIVE_MARCH='x86-64-v2', BOAT_MM_CACHE=str(tmp_path), BOAT_MM_NATIVE='1')
-    result = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True, env=env, timeout=300)
+    result = _run_with_kernel_cache(script, tmp_path, timeout=300, BOAT_MM_NATIVE_MARCH='x86-64-v2')
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split() == ['-march=x86-64-v2', 'True', 'True'], result.stdout
     assert list((tmp_path / 'native').glob('*.so'))  # built anew, for that target
