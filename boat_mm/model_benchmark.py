@@ -21,7 +21,8 @@ import torch
 
 from .demo_data import DEMO_CLASSES, make_ade20k, make_coco, make_imagenet
 
-__all__ = ['ModelSpeed', 'peak_memory_mb', 'measure_all', 'measure', 'speed_table', 'describe_machine']
+__all__ = ['ModelSpeed', 'peak_memory_mb', 'measure_all', 'measure', 'profile_train_step', 'speed_table',
+           'describe_machine']
 
 # Photo sizes (H, W) of the generated images: typical of each dataset (ADE20K / COCO are about 512x683 and
 # 480x640 on average; ImageNet images are resized before the 224 crop anyway).
@@ -112,7 +113,8 @@ class _Prepared:
     """One config built for measurement: its model, a test sample and a training batch from the config's
     own pipelines, and its optimiser."""
 
-    def __init__(self, config: str, checkpoint: Optional[str], device: str, root: str, train: bool):
+    def __init__(self, config: str, checkpoint: Optional[str], device: str, root: str, train: bool,
+                 train_batch: Optional[int] = None):
         from mmengine.dataset import pseudo_collate
         from mmengine.optim import build_optim_wrapper
         from mmengine.runner import load_checkpoint
@@ -131,8 +133,8 @@ class _Prepared:
         self.batch = self.wrapper = None
         if train:
             train_set = _dataset(cfg.train_dataloader, scope, data_root)
-            self.batch = pseudo_collate([train_set[i % len(train_set)]
-                                         for i in range(cfg.train_dataloader.batch_size)])
+            batch_size = train_batch or cfg.train_dataloader.batch_size
+            self.batch = pseudo_collate([train_set[i % len(train_set)] for i in range(batch_size)])
             self.wrapper = build_optim_wrapper(self.model, cfg.optim_wrapper)
 
     def predict(self) -> None:
@@ -150,14 +152,15 @@ class _Prepared:
 
 
 def measure_all(configs: List[str], checkpoints: Optional[List[Optional[str]]] = None, device: str = 'cpu',
-                iters: int = 3, train: bool = True) -> List[ModelSpeed]:
+                iters: int = 3, train: bool = True, train_batch: Optional[int] = None) -> List[ModelSpeed]:
     """Measure configs side by side (random weights unless a checkpoint is given); see the module docstring.
     All models are built first, then every measurement round runs each config in turn, so that ratios
-    between them come from the same moments of the run."""
+    between them come from the same moments of the run. ``train_batch`` replaces the configs' per-GPU batch
+    (small test runs)."""
     checkpoints = checkpoints or [None] * len(configs)
     synchronize = torch.cuda.synchronize if device == 'cuda' else (lambda: None)
     with tempfile.TemporaryDirectory() as root:
-        prepared = [_Prepared(c, ckpt, device, root, train) for c, ckpt in zip(configs, checkpoints)]
+        prepared = [_Prepared(c, ckpt, device, root, train, train_batch) for c, ckpt in zip(configs, checkpoints)]
         seconds = _interleaved_medians([p.predict for p in prepared], iters, synchronize)
         results = [ModelSpeed(p.config, 'x'.join(map(str, p.sample['inputs'][0].shape)), 1.0 / t, '-', None, None)
                    for p, t in zip(prepared, seconds)]
@@ -174,6 +177,24 @@ def measure(config: str, checkpoint: Optional[str] = None, device: str = 'cpu', 
             train: bool = True) -> ModelSpeed:
     """Measure one config (random weights unless ``checkpoint``); see the module docstring."""
     return measure_all([config], [checkpoint], device, iters, train)[0]
+
+
+def profile_train_step(config: str, device: str = 'cpu', train_batch: Optional[int] = None) -> Dict[str, float]:
+    """Self time (ms) of every op in one profiled training step of ``config`` (after a warm-up step), plus
+    ``'step'``: the step's wall time. Time spent outside aten ops (e.g. the native clustering kernel) is
+    the step's time less the sum of the ops'."""
+    from torch.profiler import ProfilerActivity, profile
+    with tempfile.TemporaryDirectory() as root:
+        prepared = _Prepared(config, None, device, root, True, train_batch)
+        prepared.train_step()
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == 'cuda' else [])
+        start = time.perf_counter()
+        with profile(activities=activities) as prof:
+            prepared.train_step()
+        step = time.perf_counter() - start
+    times = {event.key: event.self_cpu_time_total / 1e3 for event in prof.key_averages()}
+    times['step'] = step * 1e3
+    return times
 
 
 def speed_table(results: List[ModelSpeed], baseline: Optional[ModelSpeed] = None) -> str:

@@ -18,6 +18,7 @@ torch.export / ONNX tracing, or no compiler) the torch code below, which batches
 groups, with shapes fixed by N alone and no host-device synchronisation.
 """
 import math
+import os
 from contextlib import contextmanager
 from typing import List, NamedTuple, Optional, Tuple
 
@@ -45,6 +46,9 @@ NORMALIZE_EPS = 1e-12  # as torch.nn.functional.normalize
 # keeps the plans of the last few input sizes under multi-scale training instead of one per size ever seen.
 PLAN_CACHE_BYTES = 64 << 20
 PLAN_CACHE_ENTRIES = 256
+# ``BOAT_MM_CLUSTER_BACKWARD=autograd`` makes eager training take autograd's backward of the gathers (scatter-
+# adds, every gathered copy kept), the implementation before issue 22: for before/after benchmarks only.
+CLUSTER_BACKWARD_ENV = 'BOAT_MM_CLUSTER_BACKWARD'
 
 
 class ClusterPlan(NamedTuple):
@@ -327,23 +331,17 @@ def _cluster(q: torch.Tensor, plan: ClusterPlan, kmeans_iters: int, temperature:
     return perm
 
 
-def attend_within_clusters(qkv: torch.Tensor, perm: torch.Tensor, plan: ClusterPlan, scale: float,
-                           dropout_p: float = 0.0) -> torch.Tensor:
-    """Attention of every query over its cluster's keys (own cluster + sibling overlap).
+def _cluster_operands(qkv: torch.Tensor, perm: torch.Tensor, plan: ClusterPlan):
+    """Queries, keys and values of every cluster, gathered from the qkv projection.
 
-    qkv: (B, N, 3, h, d), the qkv projection as it comes out of the Linear (each d-vector contiguous,
-    so rows are gathered straight from it, with no transposed copies); perm: (B*h, M) from
-    ``balanced_hierarchical_clustering``. Returns (B, N, h * d) in the original token order."""
+    qkv: (B, N, 3, h, d); perm: (B*h, M). Returns q (B, h*clusters, s, d), k and v (B, h*clusters, s + overlap,
+    d), the key mask (None without pads) and the (B, h, M) token read at every slot (pad slots read token 0:
+    any real token would do, they are masked as keys and dropped as queries, so their content can never
+    reach a real token)."""
     b, num_tokens, _, heads, d = qkv.shape
-    total, slots = plan.num_slots, plan.slots_per_cluster
-    clusters = plan.num_clusters
-    perm = perm.view(b, heads, total)
-    if plan.has_padding:
-        # Pad slots read token 0 (any real token would do): they are masked as keys and dropped as
-        # queries, so their content can never reach a real token.
-        gather_idx = perm.masked_fill(perm >= num_tokens, 0)
-    else:
-        gather_idx = perm
+    slots, clusters = plan.slots_per_cluster, plan.num_clusters
+    perm = perm.view(b, heads, plan.num_slots)
+    gather_idx = perm.masked_fill(perm >= num_tokens, 0) if plan.has_padding else perm
     key_count = plan.key_index.shape[1]
     key_idx = gather_idx.index_select(2, plan.key_index.view(-1))
     # Row of (image, token, q/k/v, head) in the flat (B * N * 3 * h, d) view of qkv.
@@ -355,20 +353,163 @@ def attend_within_clusters(qkv: torch.Tensor, perm: torch.Tensor, plan: ClusterP
         index = base + token_idx * (3 * heads) + which * heads
         return rows.index_select(0, index.reshape(-1)).view(b, heads * clusters, count, d)
 
-    q_slots, k_keys, v_keys = take(gather_idx, 0, slots), take(key_idx, 1, key_count), take(key_idx, 2, key_count)
     mask = None
     if plan.has_padding:
         mask = plan.key_valid.view(1, 1, clusters, 1, key_count).expand(1, heads, -1, -1, -1)
         mask = mask.reshape(1, heads * clusters, 1, key_count)
+    return take(gather_idx, 0, slots), take(key_idx, 1, key_count), take(key_idx, 2, key_count), mask, gather_idx
+
+
+def _slot_of_token(perm: torch.Tensor, num_tokens: int) -> torch.Tensor:
+    """(B, h, M) permutation -> (B, N, h) leaf slot of every real token (the inverse permutation)."""
+    total = perm.shape[-1]
+    inverse = torch.empty_like(perm).scatter_(2, perm, torch.arange(total, device=perm.device).expand_as(perm))
+    return inverse[..., :num_tokens].transpose(1, 2)
+
+
+def _rows_by_token(slot_of: torch.Tensor, rows_per_head: int) -> torch.Tensor:
+    """Flat row, in a (B * h * rows_per_head, d) tensor of per-head slot rows, of every (image, token, head):
+    (B, N, h)."""
+    b, _, heads = slot_of.shape
+    head_rows = (torch.arange(b, device=slot_of.device).view(b, 1, 1) * heads
+                 + torch.arange(heads, device=slot_of.device).view(1, 1, heads)) * rows_per_head
+    return head_rows + slot_of
+
+
+def _slots_to_tokens(out: torch.Tensor, perm: torch.Tensor, num_tokens: int) -> torch.Tensor:
+    """(B, h*clusters, s, d) cluster outputs -> (B, N, h * d) in token order: row (image, head, slot) of the
+    output for every (image, token, head), straight into (B, N, h, d); pad slots (ids >= N) are never read."""
+    b, heads, total = perm.shape
+    d = out.shape[-1]
+    slot_of = _slot_of_token(perm, num_tokens)
+    rows = _rows_by_token(slot_of, total)
+    return out.reshape(-1, d).index_select(0, rows.reshape(-1)).view(b, num_tokens, heads * d)
+
+
+def _attend(qkv: torch.Tensor, perm: torch.Tensor, plan: ClusterPlan, scale: float,
+            dropout_p: float) -> torch.Tensor:
+    """``attend_within_clusters`` as differentiable torch ops: autograd's backward of the gathers is a
+    scatter-add (the path of traced graphs and attention dropout)."""
+    q_slots, k_keys, v_keys, mask, _ = _cluster_operands(qkv, perm, plan)
     out = F.scaled_dot_product_attention(q_slots, k_keys, v_keys, attn_mask=mask, dropout_p=dropout_p,
                                          scale=scale)
-    # Back to token order, straight into (B, N, h, d): row (image, head, slot) of the output for every
-    # (image, token, head); pad slots (ids >= N) are simply never read.
-    inverse = torch.empty_like(perm).scatter_(2, perm, torch.arange(total, device=perm.device).expand_as(perm))
-    slot_of = inverse[..., :num_tokens].transpose(1, 2)  # (B, N, h)
-    out_rows = (torch.arange(b, device=qkv.device).view(b, 1, 1) * heads
-                + torch.arange(heads, device=qkv.device).view(1, 1, heads)) * total + slot_of
-    return out.reshape(-1, d).index_select(0, out_rows.reshape(-1)).view(b, num_tokens, heads * d)
+    return _slots_to_tokens(out, perm.view(qkv.shape[0], qkv.shape[3], plan.num_slots), qkv.shape[1])
+
+
+def _borrowed_key_positions(plan: ClusterPlan) -> Tuple[torch.Tensor, torch.Tensor]:
+    """For every leaf slot, the position among the (clusters * (s + overlap)) cluster keys at which its
+    sibling borrows it (M,; 0 where it is not borrowed) and a (M, 1) 0/1 mask of the borrowed slots. Every
+    slot is a key of its own cluster once and borrowed by at most one sibling, so the gradient of a slot's
+    key is its own cluster's row plus at most one borrowed row: a gather, never a scatter-add."""
+    slots, key_count = plan.slots_per_cluster, plan.key_index.shape[1]
+    device = plan.key_index.device
+    positions = torch.arange(plan.num_clusters * key_count, device=device).view(plan.num_clusters, key_count)
+    borrowed_at = torch.zeros(plan.num_slots, dtype=torch.long, device=device)
+    is_borrowed = torch.zeros(plan.num_slots, 1, dtype=torch.bool, device=device)
+    borrowed_slots = plan.key_index[:, slots:].reshape(-1)
+    borrowed_at[borrowed_slots] = positions[:, slots:].reshape(-1)
+    is_borrowed[borrowed_slots] = True
+    return borrowed_at, is_borrowed
+
+
+def _additive_mask(mask: Optional[torch.Tensor], dtype: torch.dtype) -> Optional[torch.Tensor]:
+    """A boolean key mask as the additive one the CPU flash kernel takes (0 kept, -inf masked), as SDPA
+    converts it."""
+    return None if mask is None else torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(
+        ~mask, -math.inf)
+
+
+def _flash_cpu_available(qkv: torch.Tensor) -> bool:
+    """Whether SDPA's CPU flash kernels can be called directly (forward keeps its logsumexp, backward
+    takes it: no recomputed forward). Newer than torch 2.1; without them the backward recomputes."""
+    return qkv.device.type == 'cpu' and hasattr(torch.ops.aten, '_scaled_dot_product_flash_attention_for_cpu')
+
+
+class _ClusterAttention(torch.autograd.Function):
+    """Attention within clusters whose backward copies nothing back with scatter-adds.
+
+    The forward gathers q / k / v per cluster, runs SDPA and keeps none of the gathered copies: it saves
+    qkv (which LePE keeps alive anyway), the permutation and, on CPU, its own output and SDPA's logsumexp
+    (elsewhere the backward recomputes the attention instead). The backward gathers the operands again,
+    runs SDPA's backward and routes the gradients to token order with gathers alone: the clusters are a
+    permutation, so a token's query gradient is one row, its key / value gradient the row of its own
+    cluster plus at most one borrowed row (``_borrowed_key_positions``). No index_add / scatter_add: the
+    backward is deterministic on every device and reads memory in cluster order, as the forward does."""
+
+    @staticmethod
+    def forward(ctx, qkv, perm, plan, scale):
+        ctx.plan, ctx.scale = plan, scale
+        if not _flash_cpu_available(qkv):
+            ctx.save_for_backward(qkv, perm)
+            return _attend(qkv, perm, plan, scale, 0.0)
+        q_slots, k_keys, v_keys, mask, _ = _cluster_operands(qkv, perm, plan)
+        out_slots, logsumexp = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+            q_slots, k_keys, v_keys, 0.0, False, attn_mask=_additive_mask(mask, qkv.dtype), scale=scale)
+        out = _slots_to_tokens(out_slots, perm.view(qkv.shape[0], qkv.shape[3], plan.num_slots), qkv.shape[1])
+        ctx.save_for_backward(qkv, perm, out, logsumexp)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        qkv, perm, *flash_saved = ctx.saved_tensors
+        plan = ctx.plan
+        b, num_tokens, _, heads, d = qkv.shape
+        total, clusters, key_count = plan.num_slots, plan.num_clusters, plan.key_index.shape[1]
+        q_slots, k_keys, v_keys, mask, gather_idx = _cluster_operands(qkv.detach(), perm, plan)
+        perm = perm.view(b, heads, total)
+        # (B, N, h*d) tensors in cluster order; pad slots are not outputs, their queries get no gradient.
+        token_rows = (torch.arange(b, device=qkv.device).view(b, 1, 1) * num_tokens * heads
+                      + torch.arange(heads, device=qkv.device).view(1, heads, 1) + gather_idx * heads).reshape(-1)
+
+        def in_cluster_order(tokens):
+            return tokens.reshape(-1, d).index_select(0, token_rows).view_as(q_slots)
+        grad_slots = in_cluster_order(grad_out)
+        if plan.has_padding:
+            grad_slots = grad_slots.masked_fill((perm >= num_tokens).view(grad_slots.shape[:-1] + (1,)), 0.0)
+        if flash_saved:
+            out, logsumexp = flash_saved
+            grad_q, grad_k, grad_v = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
+                grad_slots, q_slots, k_keys, v_keys, in_cluster_order(out), logsumexp, 0.0, False,
+                attn_mask=_additive_mask(mask, qkv.dtype), scale=ctx.scale)
+        else:
+            with torch.enable_grad():
+                operands = [t.requires_grad_() for t in (q_slots, k_keys, v_keys)]
+                attended = F.scaled_dot_product_attention(*operands, attn_mask=mask, scale=ctx.scale)
+                grad_q, grad_k, grad_v = torch.autograd.grad(attended, operands, grad_slots)
+        # Slot-order gradients of q, k and v in one buffer: k / v of a slot = own cluster's row + borrowed row.
+        # (SDPA's gradients may come in any strides: the CPU flash kernel returns them as (B, L, H, d).)
+        slots = plan.slots_per_cluster
+        per_slot = grad_q.new_empty(3, b, heads, clusters, slots, d)
+        per_slot[0].copy_(grad_q.view(b, heads, clusters, slots, d))
+        borrowed_at, is_borrowed = _borrowed_key_positions(plan)
+        borrowed_cluster, borrowed_key = borrowed_at // key_count, borrowed_at % key_count
+        for which, grad_keys in ((1, grad_k), (2, grad_v)):
+            by_cluster = grad_keys.view(b, heads, clusters, key_count, d)
+            borrowed = by_cluster[:, :, borrowed_cluster, borrowed_key].masked_fill_(~is_borrowed, 0.0)
+            torch.add(by_cluster[:, :, :, :slots], borrowed.view(b, heads, clusters, slots, d), out=per_slot[which])
+        # One gather into the (B, N, 3, h, d) layout of qkv.
+        slot_of = _slot_of_token(perm, num_tokens)  # (B, N, h)
+        rows = _rows_by_token(slot_of, total)
+        rows = rows.unsqueeze(2) + torch.arange(3, device=qkv.device).view(1, 1, 3, 1) * (b * heads * total)
+        grad_qkv = per_slot.view(-1, d).index_select(0, rows.reshape(-1)).view(b, num_tokens, 3, heads, d)
+        return grad_qkv, None, None, None
+
+
+def attend_within_clusters(qkv: torch.Tensor, perm: torch.Tensor, plan: ClusterPlan, scale: float,
+                           dropout_p: float = 0.0) -> torch.Tensor:
+    """Attention of every query over its cluster's keys (own cluster + sibling overlap).
+
+    qkv: (B, N, 3, h, d), the qkv projection as it comes out of the Linear (each d-vector contiguous,
+    so rows are gathered straight from it, with no transposed copies); perm: (B*h, M) from
+    ``balanced_hierarchical_clustering``. Returns (B, N, h * d) in the original token order.
+
+    When qkv needs a gradient in an eager run, the backward is ``_ClusterAttention``'s: no gathered copy is
+    kept for it and no scatter-add undoes the gathers. Traced graphs (torch.compile, torch.export, ONNX)
+    and attention dropout take the same computation as plain torch ops, whose backward autograd derives."""
+    gather_free = os.environ.get(CLUSTER_BACKWARD_ENV, 'gather') != 'autograd'
+    if gather_free and qkv.requires_grad and torch.is_grad_enabled() and not is_tracing() and dropout_p == 0.0:
+        return _ClusterAttention.apply(qkv, perm, plan, scale)
+    return _attend(qkv, perm, plan, scale, dropout_p)
 
 
 def _contiguous_gradient(grad: torch.Tensor) -> torch.Tensor:
