@@ -1,12 +1,16 @@
 """FSLA module: forward and forward+backward time per token and peak memory against N.
 
     python benchmarks/bench_fsla.py [--device cpu|cuda] [--max-tokens 200704] [--plot out.png]
-                                    [--malloc-defaults] [--forward-only]
+                                    [--malloc-defaults] [--forward-only] [--backward-variants]
 
 Module: C=96, 3 heads (BOAT-Swin-T stage 1), batch 2, fp32. The plain loop implementation from the
 tests (a Python loop over clusters with explicit key sets) is timed at the smallest N as the baseline.
 On CPU the table uses the allocator policy of tools/train.py (freed memory kept, boat_mm.cpu_memory);
 the same run then measures the forward growth under glibc's defaults in a child process, for comparison.
+
+--backward-variants prints only a training table instead: forward + backward time and peak memory per token
+with autograd's backward of the gathers (``BOAT_MM_CLUSTER_BACKWARD=autograd``, the implementation before
+issue 22) and with the gather-free backward, timed in interleaved rounds (A B A B ...).
 """
 import argparse
 import os
@@ -18,7 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch  # noqa: E402
 
 from benchmarks.common import configure_allocator, machine_description, markdown_table, peak_memory_mb, time_call  # noqa: E402
-from boat_mm.models.feature_space_attention import FeatureSpaceLocalAttention  # noqa: E402
+from boat_mm.models.feature_space_attention import CLUSTER_BACKWARD_ENV, FeatureSpaceLocalAttention  # noqa: E402
 
 TOKEN_COUNTS = (3136, 12544, 50176, 200704)  # 56^2, 112^2, 224^2, 448^2
 EMBED_DIMS, NUM_HEADS, BATCH = 96, 3, 2
@@ -55,6 +59,41 @@ def bench(n, device, repeats, forward_only=False, min_seconds=MIN_SECONDS):
     mem = peak_memory_mb(forward, device)
     row.update(fwd_bwd_ms=round(fwd_bwd * 1e3, 1), fwd_bwd_us_per_token=round(fwd_bwd / tokens * 1e6, 2),
                peak_mem_MB=round(mem, 1), mem_KB_per_token=round(mem * 1024 / tokens, 2))
+    return row
+
+
+# The backward implementations compared by --backward-variants: name -> value of BOAT_MM_CLUSTER_BACKWARD.
+BACKWARD_VARIANTS = {'autograd (before)': 'autograd', 'gather-free (after)': 'gather'}
+
+
+def bench_backward_variants(n, device, repeats, min_seconds=MIN_SECONDS):
+    """One row: forward + backward us/token and peak KB/token of every backward variant, interleaved."""
+    torch.manual_seed(0)
+    module = FeatureSpaceLocalAttention(EMBED_DIMS, NUM_HEADS).to(device)
+    x = torch.randn(BATCH, n, EMBED_DIMS, device=device, requires_grad=True)
+    hw, tokens = square(n), BATCH * n
+
+    def step(variant):
+        def run():
+            os.environ[CLUSTER_BACKWARD_ENV] = variant
+            try:
+                module(x, hw).sum().backward()
+            finally:
+                del os.environ[CLUSTER_BACKWARD_ENV]
+        return run
+    steps = {name: step(variant) for name, variant in BACKWARD_VARIANTS.items()}
+    times = {name: [] for name in steps}
+    for _ in range(repeats):  # rounds: every variant once, for at least min_seconds / repeats each
+        for name, run in steps.items():
+            times[name].append(time_call(run, 1, warmup=1, device=device, min_seconds=min_seconds / repeats))
+    row = dict(N=n)
+    for name, run in steps.items():
+        seconds = sorted(times[name])[len(times[name]) // 2]
+        row[f'{name} us/token'] = round(seconds / tokens * 1e6, 2)
+        row[f'{name} KB/token'] = round(peak_memory_mb(run, device) * 1024 / tokens, 2)
+    names = list(steps)
+    row['time after/before'] = round(row[f'{names[1]} us/token'] / row[f'{names[0]} us/token'], 3)
+    row['memory after/before'] = round(row[f'{names[1]} KB/token'] / row[f'{names[0]} KB/token'], 3)
     return row
 
 
@@ -113,8 +152,17 @@ def main(argv=None):
     parser.add_argument('--malloc-defaults', action='store_true',
                         help="keep glibc's allocator defaults (no boat_mm.cpu_memory tuning)")
     parser.add_argument('--forward-only', action='store_true', help='time the forward only')
+    parser.add_argument('--backward-variants', action='store_true',
+                        help='only the training table: autograd backward vs gather-free backward')
     args = parser.parse_args(argv)
     allocator = configure_allocator(args.device, args.malloc_defaults)
+    if args.backward_variants:
+        print(f'# FSLA forward + backward by backward implementation, C={EMBED_DIMS}, {NUM_HEADS} heads, batch '
+              f'{BATCH}, fp32, {machine_description(args.device)}, {allocator}')
+        rows = [bench_backward_variants(n, args.device, args.repeats, args.min_seconds)
+                for n in args.tokens if n <= args.max_tokens]
+        print(markdown_table(rows, list(rows[0])))
+        return rows
     print(f'# FSLA, C={EMBED_DIMS}, {NUM_HEADS} heads, batch {BATCH}, fp32, {machine_description(args.device)}, '
           f'{allocator}')
     rows = [bench(n, args.device, args.repeats, args.forward_only, args.min_seconds)

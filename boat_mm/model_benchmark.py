@@ -179,14 +179,17 @@ def measure(config: str, checkpoint: Optional[str] = None, device: str = 'cpu', 
     return measure_all([config], [checkpoint], device, iters, train)[0]
 
 
-def profile_train_step(config: str, device: str = 'cpu', train_batch: Optional[int] = None) -> Dict[str, float]:
-    """Self time (ms) of every op in one profiled training step of ``config`` (after a warm-up step), plus
+def profile_train_step(config: str, device: str = 'cpu', train_batch: Optional[int] = None,
+                       warmup: int = 2) -> Dict[str, float]:
+    """Self time (ms) of every op in one profiled training step of ``config`` (after ``warmup`` steps: the
+    first ones fault in the memory the step keeps reusing), plus
     ``'step'``: the step's wall time. Time spent outside aten ops (e.g. the native clustering kernel) is
     the step's time less the sum of the ops'."""
     from torch.profiler import ProfilerActivity, profile
     with tempfile.TemporaryDirectory() as root:
         prepared = _Prepared(config, None, device, root, True, train_batch)
-        prepared.train_step()
+        for _ in range(warmup):
+            prepared.train_step()
         activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == 'cuda' else [])
         start = time.perf_counter()
         with profile(activities=activities) as prof:

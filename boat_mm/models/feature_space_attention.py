@@ -41,6 +41,8 @@ DEFAULT_TEMPERATURE = 100.0
 # in a CPU's last-level cache (half of the 32 MiB L3 of the development machine), large enough to keep
 # kernel launches few (2**21 split N=12544, batch 2 into per-row chunks: 2.64 vs 1.98 us per token).
 CACHE_CHUNK_ELEMENTS = 1 << 22
+# qkv elements per chunk of images in the CPU training path of the cluster attention (see _image_chunks).
+ATTENTION_CHUNK_ELEMENTS = CACHE_CHUNK_ELEMENTS
 NORMALIZE_EPS = 1e-12  # as torch.nn.functional.normalize
 # Bound of the plan cache (all devices together). A plan is ~6 MiB at stage 1 of an 800x1216 input: the cache
 # keeps the plans of the last few input sizes under multi-scale training instead of one per size ever seen.
@@ -425,6 +427,63 @@ def _flash_cpu_available(qkv: torch.Tensor) -> bool:
     return qkv.device.type == 'cpu' and hasattr(torch.ops.aten, '_scaled_dot_product_flash_attention_for_cpu')
 
 
+def _image_chunks(qkv: torch.Tensor) -> List[slice]:
+    """Consecutive image ranges of the batch, each with at most ``ATTENTION_CHUNK_ELEMENTS`` qkv elements
+    (at least one image), so that the row gathers of a chunk read a source of cache size instead of the
+    whole batch (230 MB of qkv at stage 1 of a 64-image ImageNet batch)."""
+    images = qkv.shape[0]
+    per_chunk = max(1, ATTENTION_CHUNK_ELEMENTS // max(1, qkv[0].numel()))
+    return [slice(start, min(start + per_chunk, images)) for start in range(0, images, per_chunk)]
+
+
+def _cluster_attention_backward(qkv: torch.Tensor, perm: torch.Tensor, plan: ClusterPlan, scale: float,
+                                grad_out: torch.Tensor, flash_saved: Tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """The gradient of qkv (B, N, 3, h, d) for the output gradient (B, N, h*d) of some images:
+    ``_ClusterAttention``'s backward on one chunk of its batch."""
+    b, num_tokens, _, heads, d = qkv.shape
+    total, clusters, key_count = plan.num_slots, plan.num_clusters, plan.key_index.shape[1]
+    q_slots, k_keys, v_keys, mask, gather_idx = _cluster_operands(qkv.detach(), perm, plan)
+    perm = perm.view(b, heads, total)
+    # (B, N, h*d) tensors in cluster order; pad slots are not outputs, their queries get no gradient.
+    token_rows = (torch.arange(b, device=qkv.device).view(b, 1, 1) * num_tokens * heads
+                  + torch.arange(heads, device=qkv.device).view(1, heads, 1) + gather_idx * heads).reshape(-1)
+
+    def in_cluster_order(tokens):
+        return tokens.reshape(-1, d).index_select(0, token_rows).view_as(q_slots)
+    grad_slots = in_cluster_order(grad_out)
+    if plan.has_padding:
+        grad_slots = grad_slots.masked_fill((perm >= num_tokens).view(grad_slots.shape[:-1] + (1,)), 0.0)
+    if flash_saved:
+        out, logsumexp = flash_saved
+        grad_q, grad_k, grad_v = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
+            grad_slots, q_slots, k_keys, v_keys, in_cluster_order(out), logsumexp, 0.0, False,
+            attn_mask=_additive_mask(mask, qkv.dtype), scale=scale)
+    else:
+        with torch.enable_grad():
+            operands = [t.requires_grad_() for t in (q_slots, k_keys, v_keys)]
+            attended = F.scaled_dot_product_attention(*operands, attn_mask=mask, scale=scale)
+            grad_q, grad_k, grad_v = torch.autograd.grad(attended, operands, grad_slots)
+    # Slot-order gradients of q, k and v in one buffer: k / v of a slot = own cluster's row + borrowed row.
+    # (SDPA's gradients may come in any strides: the CPU flash kernel returns them as (B, L, H, d).)
+    slots = plan.slots_per_cluster
+    per_slot = grad_q.new_empty(3, b, heads, clusters, slots, d)
+    per_slot[0].copy_(grad_q.view(b, heads, clusters, slots, d))
+    borrowed_at, is_borrowed = _borrowed_key_positions(plan)
+    borrowed_cluster, borrowed_key = borrowed_at // key_count, borrowed_at % key_count
+    for which, grad_keys in ((1, grad_k), (2, grad_v)):
+        by_cluster = grad_keys.view(b, heads, clusters, key_count, d)
+        borrowed = by_cluster[:, :, borrowed_cluster, borrowed_key].masked_fill_(~is_borrowed, 0.0)
+        torch.add(by_cluster[:, :, :, :slots], borrowed.view(b, heads, clusters, slots, d), out=per_slot[which])
+    # One gather into the (B, N, 3, h, d) layout of qkv.
+    slot_of = _slot_of_token(perm, num_tokens)  # (B, N, h)
+    rows = _rows_by_token(slot_of, total)
+    rows = rows.unsqueeze(2) + torch.arange(3, device=qkv.device).view(1, 1, 3, 1) * (b * heads * total)
+    grad_qkv = per_slot.view(-1, d).index_select(0, rows.reshape(-1)).view(b, num_tokens, 3, heads, d)
+    return grad_qkv
+
+
+
+
 class _ClusterAttention(torch.autograd.Function):
     """Attention within clusters whose backward copies nothing back with scatter-adds.
 
@@ -442,56 +501,32 @@ class _ClusterAttention(torch.autograd.Function):
         if not _flash_cpu_available(qkv):
             ctx.save_for_backward(qkv, perm)
             return _attend(qkv, perm, plan, scale, 0.0)
-        q_slots, k_keys, v_keys, mask, _ = _cluster_operands(qkv, perm, plan)
-        out_slots, logsumexp = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
-            q_slots, k_keys, v_keys, 0.0, False, attn_mask=_additive_mask(mask, qkv.dtype), scale=scale)
-        out = _slots_to_tokens(out_slots, perm.view(qkv.shape[0], qkv.shape[3], plan.num_slots), qkv.shape[1])
-        ctx.save_for_backward(qkv, perm, out, logsumexp)
+        heads = qkv.shape[3]
+        outs, logsumexps = [], []
+        for images in _image_chunks(qkv):
+            chunk, chunk_perm = qkv[images], perm[images.start * heads:images.stop * heads]
+            q_slots, k_keys, v_keys, mask, _ = _cluster_operands(chunk, chunk_perm, plan)
+            out_slots, logsumexp = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+                q_slots, k_keys, v_keys, 0.0, False, attn_mask=_additive_mask(mask, qkv.dtype), scale=scale)
+            outs.append(_slots_to_tokens(out_slots, chunk_perm.view(chunk.shape[0], heads, plan.num_slots),
+                                         qkv.shape[1]))
+            logsumexps.append(logsumexp)
+        out = torch.cat(outs) if len(outs) > 1 else outs[0]
+        ctx.save_for_backward(qkv, perm, out, *logsumexps)
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
         qkv, perm, *flash_saved = ctx.saved_tensors
-        plan = ctx.plan
-        b, num_tokens, _, heads, d = qkv.shape
-        total, clusters, key_count = plan.num_slots, plan.num_clusters, plan.key_index.shape[1]
-        q_slots, k_keys, v_keys, mask, gather_idx = _cluster_operands(qkv.detach(), perm, plan)
-        perm = perm.view(b, heads, total)
-        # (B, N, h*d) tensors in cluster order; pad slots are not outputs, their queries get no gradient.
-        token_rows = (torch.arange(b, device=qkv.device).view(b, 1, 1) * num_tokens * heads
-                      + torch.arange(heads, device=qkv.device).view(1, heads, 1) + gather_idx * heads).reshape(-1)
-
-        def in_cluster_order(tokens):
-            return tokens.reshape(-1, d).index_select(0, token_rows).view_as(q_slots)
-        grad_slots = in_cluster_order(grad_out)
-        if plan.has_padding:
-            grad_slots = grad_slots.masked_fill((perm >= num_tokens).view(grad_slots.shape[:-1] + (1,)), 0.0)
-        if flash_saved:
-            out, logsumexp = flash_saved
-            grad_q, grad_k, grad_v = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
-                grad_slots, q_slots, k_keys, v_keys, in_cluster_order(out), logsumexp, 0.0, False,
-                attn_mask=_additive_mask(mask, qkv.dtype), scale=ctx.scale)
-        else:
-            with torch.enable_grad():
-                operands = [t.requires_grad_() for t in (q_slots, k_keys, v_keys)]
-                attended = F.scaled_dot_product_attention(*operands, attn_mask=mask, scale=ctx.scale)
-                grad_q, grad_k, grad_v = torch.autograd.grad(attended, operands, grad_slots)
-        # Slot-order gradients of q, k and v in one buffer: k / v of a slot = own cluster's row + borrowed row.
-        # (SDPA's gradients may come in any strides: the CPU flash kernel returns them as (B, L, H, d).)
-        slots = plan.slots_per_cluster
-        per_slot = grad_q.new_empty(3, b, heads, clusters, slots, d)
-        per_slot[0].copy_(grad_q.view(b, heads, clusters, slots, d))
-        borrowed_at, is_borrowed = _borrowed_key_positions(plan)
-        borrowed_cluster, borrowed_key = borrowed_at // key_count, borrowed_at % key_count
-        for which, grad_keys in ((1, grad_k), (2, grad_v)):
-            by_cluster = grad_keys.view(b, heads, clusters, key_count, d)
-            borrowed = by_cluster[:, :, borrowed_cluster, borrowed_key].masked_fill_(~is_borrowed, 0.0)
-            torch.add(by_cluster[:, :, :, :slots], borrowed.view(b, heads, clusters, slots, d), out=per_slot[which])
-        # One gather into the (B, N, 3, h, d) layout of qkv.
-        slot_of = _slot_of_token(perm, num_tokens)  # (B, N, h)
-        rows = _rows_by_token(slot_of, total)
-        rows = rows.unsqueeze(2) + torch.arange(3, device=qkv.device).view(1, 1, 3, 1) * (b * heads * total)
-        grad_qkv = per_slot.view(-1, d).index_select(0, rows.reshape(-1)).view(b, num_tokens, 3, heads, d)
+        heads = qkv.shape[3]
+        if not flash_saved:
+            return _cluster_attention_backward(qkv, perm, ctx.plan, ctx.scale, grad_out, ()), None, None, None
+        out, *logsumexps = flash_saved
+        grad_qkv = torch.empty_like(qkv, memory_format=torch.contiguous_format)
+        for images, logsumexp in zip(_image_chunks(qkv), logsumexps):
+            grad_qkv[images] = _cluster_attention_backward(
+                qkv[images], perm[images.start * heads:images.stop * heads], ctx.plan, ctx.scale,
+                grad_out[images], (out[images], logsumexp))
         return grad_qkv, None, None, None
 
 

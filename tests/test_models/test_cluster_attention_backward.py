@@ -17,14 +17,16 @@ ACCUMULATING_OPS = ('index_add', 'scatter_add', 'scatter_reduce', 'index_reduce'
 SCATTERING_NODES = ('IndexSelectBackward', 'IndexBackward', 'GatherBackward', 'TakeBackward', 'EmbeddingBackward')
 
 
-def _fsla_gradients(hw, dtype, monkeypatch, backward='gather', flash=True):
+def _fsla_gradients(hw, dtype, monkeypatch, backward='gather', flash=True, images_per_chunk=None):
     """Output and every gradient (input and parameters) of one seeded FSLA forward + backward."""
     monkeypatch.setenv(CLUSTER_BACKWARD_ENV, backward)
+    if images_per_chunk:
+        monkeypatch.setattr(fsa, 'ATTENTION_CHUNK_ELEMENTS', images_per_chunk * hw[0] * hw[1] * 3 * 96)
     if not flash:  # the path of devices without the CPU flash kernels: the backward recomputes the attention
         monkeypatch.setattr(fsa, '_flash_cpu_available', lambda qkv: False)
     torch.manual_seed(0)
     module = FeatureSpaceLocalAttention(96, 3).to(dtype)
-    x = torch.randn(2, hw[0] * hw[1], 96, dtype=dtype, requires_grad=True)
+    x = torch.randn(3, hw[0] * hw[1], 96, dtype=dtype, requires_grad=True)
     out = module(x, hw)
     out.backward(torch.randn_like(out))
     monkeypatch.undo()
@@ -65,10 +67,13 @@ def _accumulating_calls(calls):
     return found
 
 
-@pytest.mark.parametrize('flash', [True, False], ids=['flash', 'recompute'])
+@pytest.mark.parametrize('flash,images_per_chunk', [(True, None), (True, 2), (False, None)],
+                         ids=['flash', 'flash-chunks-of-2-images', 'recompute'])
 @pytest.mark.parametrize('hw', TOKEN_COUNTS, ids=lambda hw: f'N{hw[0] * hw[1]}')
-def test_gather_free_backward_equals_autograd_in_float64(hw, flash, monkeypatch):
-    out, grads, grad_fn = _fsla_gradients(hw, torch.float64, monkeypatch, flash=flash)
+def test_gather_free_backward_equals_autograd_in_float64(hw, flash, images_per_chunk, monkeypatch):
+    """Batch of 3: with chunks of 2 images the CPU path runs a full and a partial chunk."""
+    out, grads, grad_fn = _fsla_gradients(hw, torch.float64, monkeypatch, flash=flash,
+                                          images_per_chunk=images_per_chunk)
     ref_out, ref_grads, ref_fn = _fsla_gradients(hw, torch.float64, monkeypatch, backward='autograd')
     assert 'ClusterAttention' in ''.join(_graph_nodes(grad_fn)), 'the gather-free backward was not taken'
     assert 'ClusterAttention' not in ''.join(_graph_nodes(ref_fn))
