@@ -14,6 +14,7 @@ issue 22) and with the gather-free backward, timed in interleaved rounds (A B A 
 """
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 
@@ -21,8 +22,15 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
-from benchmarks.common import configure_allocator, machine_description, markdown_table, peak_memory_mb, time_call  # noqa: E402
-from boat_mm.models.feature_space_attention import CLUSTER_BACKWARD_ENV, FeatureSpaceLocalAttention  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    cluster_backward,
+    configure_allocator,
+    machine_description,
+    markdown_table,
+    peak_memory_mb,
+    time_call,
+)
+from boat_mm.models.feature_space_attention import FeatureSpaceLocalAttention  # noqa: E402
 
 TOKEN_COUNTS = (3136, 12544, 50176, 200704)  # 56^2, 112^2, 224^2, 448^2
 EMBED_DIMS, NUM_HEADS, BATCH = 96, 3, 2
@@ -75,11 +83,8 @@ def bench_backward_variants(n, device, repeats, min_seconds=MIN_SECONDS):
 
     def step(variant):
         def run():
-            os.environ[CLUSTER_BACKWARD_ENV] = variant
-            try:
+            with cluster_backward(variant):
                 module(x, hw).sum().backward()
-            finally:
-                del os.environ[CLUSTER_BACKWARD_ENV]
         return run
     steps = {name: step(variant) for name, variant in BACKWARD_VARIANTS.items()}
     times = {name: [] for name in steps}
@@ -88,7 +93,7 @@ def bench_backward_variants(n, device, repeats, min_seconds=MIN_SECONDS):
             times[name].append(time_call(run, 1, warmup=1, device=device, min_seconds=min_seconds / repeats))
     row = dict(N=n)
     for name, run in steps.items():
-        seconds = sorted(times[name])[len(times[name]) // 2]
+        seconds = statistics.median(times[name])
         row[f'{name} us/token'] = round(seconds / tokens * 1e6, 2)
         row[f'{name} KB/token'] = round(peak_memory_mb(run, device) * 1024 / tokens, 2)
     names = list(steps)

@@ -16,7 +16,6 @@ and prints the ops that make the difference between BOAT and its twin.
 """
 import argparse
 import os
-import re
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -24,11 +23,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch  # noqa: E402
 
 import boat_mm  # noqa: E402,F401  (registers BOAT)
-from benchmarks.common import machine_description, markdown_table  # noqa: E402
+from benchmarks.common import cluster_backward, machine_description, markdown_table  # noqa: E402
 from boat_mm.analysis import complexity_of_config  # noqa: E402
 from boat_mm.cpu_memory import retain_freed_memory  # noqa: E402
 from boat_mm.model_benchmark import measure_all, profile_train_step  # noqa: E402
-from boat_mm.models.feature_space_attention import CLUSTER_BACKWARD_ENV  # noqa: E402
 
 # name: (BOAT config, FSLA-off twin, memory target)
 PAIRS = {
@@ -44,7 +42,7 @@ TIME_TARGET_OVER_FLOPS = 1.05  # train step and inference: at most this times th
 
 def _hw(shape: str):
     """'64x3x224x224' -> (224, 224)."""
-    return tuple(int(v) for v in re.split('x', shape)[-2:])
+    return tuple(int(v) for v in shape.split('x')[-2:])
 
 
 def flops_ratio(boat: str, twin: str, shape) -> float:
@@ -79,23 +77,19 @@ def profile_rows(name, device, train_batch, top):
     boat, twin, _ = PAIRS[name]
     after = profile_train_step(boat, device, train_batch)
     base = profile_train_step(twin, device, train_batch)
-    os.environ[CLUSTER_BACKWARD_ENV] = 'autograd'
-    try:
+    with cluster_backward('autograd'):
         before = profile_train_step(boat, device, train_batch)
-    finally:
-        del os.environ[CLUSTER_BACKWARD_ENV]
     for times in (after, base, before):  # what no aten op accounts for: the clustering kernel, Python
         times['(outside aten ops)'] = times['step'] - sum(v for k, v in times.items() if k != 'step')
-    extra_before = before['step'] - base['step']
-    ops = sorted(set(after) | set(before) - {'step'},
+    ops = sorted((set(after) | set(before)) - {'step'},
                  key=lambda op: -max(abs(after.get(op, 0) - base.get(op, 0)), abs(before.get(op, 0) - base.get(op, 0))))
     rows = []
-    for op in ['step'] + [op for op in ops if op != 'step'][:top]:
+    for op in ['step'] + ops[:top]:
         a, b, t = after.get(op, 0.0), before.get(op, 0.0), base.get(op, 0.0)
         rows.append({'op': op, 'twin ms': f'{t:.0f}', 'BOAT before ms': f'{b:.0f}', 'BOAT after ms': f'{a:.0f}',
                      'before - twin (share of step)': f'{b - t:+.0f} ({100 * (b - t) / before["step"]:+.1f}%)',
                      'after - twin (share of step)': f'{a - t:+.0f} ({100 * (a - t) / after["step"]:+.1f}%)'})
-    return rows, extra_before
+    return rows
 
 
 def main(argv=None):
@@ -111,7 +105,7 @@ def main(argv=None):
         retain_freed_memory()  # as tools/train.py
     header = machine_description(args.device)
     for name in args.profile:
-        rows, _ = profile_rows(name, args.device, args.train_batch, args.top)
+        rows = profile_rows(name, args.device, args.train_batch, args.top)
         print(f'# one profiled training step, {name} ({PAIRS[name][0]} vs {PAIRS[name][1]}), {header}')
         print(markdown_table(rows, list(rows[0])))
     if args.pairs:

@@ -1,7 +1,9 @@
 """Timing helpers shared by the benchmark scripts (median of repeated runs, peak memory)."""
 import gc
+import os
 import statistics
 import time
+from contextlib import contextmanager
 from typing import Callable
 
 import torch
@@ -9,7 +11,8 @@ import torch
 from boat_mm.cpu_memory import retain_freed_memory
 from boat_mm.model_benchmark import peak_memory_mb  # noqa: F401  (one implementation, re-exported)
 
-__all__ = ['time_call', 'peak_memory_mb', 'machine_description', 'markdown_table', 'configure_allocator']
+__all__ = ['time_call', 'peak_memory_mb', 'machine_description', 'markdown_table', 'configure_allocator',
+           'cluster_backward']
 
 
 def time_call(fn: Callable[[], object], repeats: int = 5, warmup: int = 1, device: str = 'cpu',
@@ -59,6 +62,22 @@ def cpu_description() -> str:
     flags = next((line.split(':', 1)[1].split() for line in text.splitlines() if line.startswith('flags')), [])
     native = [flag for flag in NATIVE_BF16_FLAGS if flag in flags]
     return f'{model}, bf16 {"native (" + ", ".join(native) + ")" if native else "emulated (no avx512_bf16/amx_bf16)"}'
+
+
+@contextmanager
+def cluster_backward(variant: str):
+    """Within the context, FSLA trains with the backward ``variant`` (``BOAT_MM_CLUSTER_BACKWARD``:
+    'autograd' = autograd's backward of the gathers, before issue 22; 'gather' = the gather-free one)."""
+    from boat_mm.models.feature_space_attention import CLUSTER_BACKWARD_ENV
+    previous = os.environ.get(CLUSTER_BACKWARD_ENV)
+    os.environ[CLUSTER_BACKWARD_ENV] = variant
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ[CLUSTER_BACKWARD_ENV]
+        else:
+            os.environ[CLUSTER_BACKWARD_ENV] = previous
 
 
 def machine_description(device: str = 'cpu') -> str:

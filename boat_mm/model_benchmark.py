@@ -181,10 +181,9 @@ def measure(config: str, checkpoint: Optional[str] = None, device: str = 'cpu', 
 
 def profile_train_step(config: str, device: str = 'cpu', train_batch: Optional[int] = None,
                        warmup: int = 2) -> Dict[str, float]:
-    """Self time (ms) of every op in one profiled training step of ``config`` (after ``warmup`` steps: the
-    first ones fault in the memory the step keeps reusing), plus
-    ``'step'``: the step's wall time. Time spent outside aten ops (e.g. the native clustering kernel) is
-    the step's time less the sum of the ops'."""
+    """Self time (ms) of every op in one profiled training step of ``config``, and under ``'step'`` the step's
+    wall time; ``warmup`` steps first fault in the memory the step keeps reusing. Time spent outside aten ops
+    (e.g. the native clustering kernel) is the step's time less the sum of the ops'."""
     from torch.profiler import ProfilerActivity, profile
     with tempfile.TemporaryDirectory() as root:
         prepared = _Prepared(config, None, device, root, True, train_batch)

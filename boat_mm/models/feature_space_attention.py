@@ -400,7 +400,7 @@ def _attend(qkv: torch.Tensor, perm: torch.Tensor, plan: ClusterPlan, scale: flo
 
 def _borrowed_key_positions(plan: ClusterPlan) -> Tuple[torch.Tensor, torch.Tensor]:
     """For every leaf slot, the position among the (clusters * (s + overlap)) cluster keys at which its
-    sibling borrows it (M,; 0 where it is not borrowed) and a (M, 1) 0/1 mask of the borrowed slots. Every
+    sibling borrows it (M,; 0 where it is not borrowed) and a (M, 1) bool mask of the borrowed slots. Every
     slot is a key of its own cluster once and borrowed by at most one sibling, so the gradient of a slot's
     key is its own cluster's row plus at most one borrowed row: a gather, never a scatter-add."""
     slots, key_count = plan.slots_per_cluster, plan.key_index.shape[1]
@@ -437,9 +437,10 @@ def _image_chunks(qkv: torch.Tensor) -> List[slice]:
 
 
 def _cluster_attention_backward(qkv: torch.Tensor, perm: torch.Tensor, plan: ClusterPlan, scale: float,
-                                grad_out: torch.Tensor, flash_saved: Tuple[torch.Tensor, ...]) -> torch.Tensor:
+                                grad_out: torch.Tensor, flash_saved: Tuple[torch.Tensor, ...],
+                                borrowed: Tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
     """The gradient of qkv (B, N, 3, h, d) for the output gradient (B, N, h*d) of some images:
-    ``_ClusterAttention``'s backward on one chunk of its batch."""
+    ``_ClusterAttention``'s backward on one chunk of its batch; ``borrowed``: ``_borrowed_key_positions(plan)``."""
     b, num_tokens, _, heads, d = qkv.shape
     total, clusters, key_count = plan.num_slots, plan.num_clusters, plan.key_index.shape[1]
     q_slots, k_keys, v_keys, mask, gather_idx = _cluster_operands(qkv.detach(), perm, plan)
@@ -468,7 +469,7 @@ def _cluster_attention_backward(qkv: torch.Tensor, perm: torch.Tensor, plan: Clu
     slots = plan.slots_per_cluster
     per_slot = grad_q.new_empty(3, b, heads, clusters, slots, d)
     per_slot[0].copy_(grad_q.view(b, heads, clusters, slots, d))
-    borrowed_at, is_borrowed = _borrowed_key_positions(plan)
+    borrowed_at, is_borrowed = borrowed
     borrowed_cluster, borrowed_key = borrowed_at // key_count, borrowed_at % key_count
     for which, grad_keys in ((1, grad_k), (2, grad_v)):
         by_cluster = grad_keys.view(b, heads, clusters, key_count, d)
@@ -519,14 +520,16 @@ class _ClusterAttention(torch.autograd.Function):
     def backward(ctx, grad_out):
         qkv, perm, *flash_saved = ctx.saved_tensors
         heads = qkv.shape[3]
+        borrowed = _borrowed_key_positions(ctx.plan)
         if not flash_saved:
-            return _cluster_attention_backward(qkv, perm, ctx.plan, ctx.scale, grad_out, ()), None, None, None
+            return (_cluster_attention_backward(qkv, perm, ctx.plan, ctx.scale, grad_out, (), borrowed),
+                    None, None, None)
         out, *logsumexps = flash_saved
         grad_qkv = torch.empty_like(qkv, memory_format=torch.contiguous_format)
         for images, logsumexp in zip(_image_chunks(qkv), logsumexps):
             grad_qkv[images] = _cluster_attention_backward(
                 qkv[images], perm[images.start * heads:images.stop * heads], ctx.plan, ctx.scale,
-                grad_out[images], (out[images], logsumexp))
+                grad_out[images], (out[images], logsumexp), borrowed)
         return grad_qkv, None, None, None
 
 
