@@ -1,4 +1,5 @@
 """The benchmark scripts run and print their tables; metafile.yml points at real configs."""
+import json
 import os
 import os.path as osp
 import platform
@@ -67,6 +68,50 @@ def test_gpu_check_says_when_there_is_no_gpu():
     result = subprocess.run(['bash', 'benchmarks/gpu_check.sh'], cwd=REPO, capture_output=True, text=True,
                             timeout=120, env={**os.environ, 'PYTHON': sys.executable})
     assert result.returncode != 0 and 'gpu_check: no CUDA device' in result.stderr
+
+
+def _gpu_check(out, *args):
+    result = subprocess.run([sys.executable, 'benchmarks/gpu_check.py', '--rehearse', '--out', str(out), *args],
+                            cwd=REPO, capture_output=True, text=True, timeout=900)
+    with open(out / 'gpu_check.json') as summary:
+        return result, json.load(summary)
+
+
+def test_gpu_check_rehearsal_runs_every_step_on_cpu(tmp_path):
+    """The GPU check's step list on the CPU, what `gpu_check.sh --rehearse` runs after its install (time boxes
+    tripled: this checks what the steps do, not how fast a shared CI machine is)."""
+    from benchmarks.gpu_check import STEPS
+    result, summary = _gpu_check(tmp_path, '--budget-s', '900', '--box-scale', '3')
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert [(s['step'], s['status']) for s in summary['steps']] == [(name, 'ok') for name in STEPS]
+    checks = {c['check']: c['ok'] for c in summary['checks']}
+    assert checks['boat_mm registered in mmpretrain'] and not [name for name, ok in checks.items() if ok is False]
+    for n in (825, 196):
+        assert checks[f'clusters float64 device == CPU, N={n}']
+        assert checks[f'clusters float32 tie-free device == float64, N={n}']
+    for cls in ('BOATSwinTransformer', 'BOATCSWinTransformer'):
+        assert checks[f'{cls} float64 device == CPU at 1x49x67']
+        assert checks[f'fp16 training step of {cls} finite'] and checks[f'bf16 training step of {cls} finite']
+        assert checks[f'no host sync: {cls} forward, 1x3x97x131'] is None  # CUDA only, but the forward ran
+    tables = summary['tables']
+    assert [(r['dtype'], r['N']) for r in tables['FSLA module']] == [('fp32', 196), ('fp32', 784), ('bf16', 196),
+                                                                      ('bf16', 784)]
+    eager = tables['backbones, eager']
+    assert len(eager) == 8 and all(r['fwd ms'] > 0 and r['fwd+bwd img/s'] > 0 for r in eager)
+    assert {r['pair'].split(' / ')[0] for r in tables['backbones, eager: ratios']} == {'BOAT-Swin-T', 'BOAT-CSWin-T'}
+    assert [r['model'] for r in tables['backbones, torch.compile']] == ['BOAT-Swin-T', 'BOAT-CSWin-T']
+    report = (tmp_path / 'gpu_check.md').read_text()
+    assert all(f'| {name} | ok |' in report for name in STEPS) and '## backbones, eager: ratios' in report
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['gpu_check.json', 'gpu_check.log', 'gpu_check.md']
+
+
+def test_gpu_check_records_a_step_cut_by_its_time_box_and_runs_the_next(tmp_path):
+    result, summary = _gpu_check(tmp_path, '--steps', 'backbones_eager', 'environment', '--box-scale', '0.001')
+    assert result.returncode == 1  # not every step ok
+    statuses = [s['status'] for s in summary['steps']]
+    assert statuses[0].startswith('timed out') and statuses[1].startswith('timed out')  # boxes of 0.09 and 0.045 s
+    assert 'killed at its time box' in (tmp_path / 'gpu_check.log').read_text()
+    assert 'cut by its time box' in (tmp_path / 'gpu_check.md').read_text()
 
 
 def test_bench_deploy_prints_runtimes_and_parity():

@@ -1,4 +1,5 @@
-"""GPU checks (skipped without CUDA; `bash benchmarks/gpu_check.sh` runs them on a lent GPU machine).
+"""GPU checks (skipped without CUDA; `pytest tests -m cuda` on a GPU machine with the full stack;
+the lent GPU machine runs the same checks in `benchmarks/gpu_check.py`).
 
 The CUDA path is the torch clustering, batched over every row and group; these tests check on a real
 device what the CPU tests prove by construction: the same clusters as the CPU kernel on tie-free inputs,
