@@ -4,7 +4,10 @@
 0.10.7 calls it without the argument, so loading or resuming any checkpoint mmengine itself wrote fails
 (its ``message_hub`` holds ``HistoryBuffer`` objects with numpy arrays and scalars). We keep the safe
 loader and allow-list exactly what such checkpoints contain, so a checkpoint carrying any other pickle
-payload is still refused without running it. Nothing installed is edited.
+payload is still refused without running it. Nothing installed is edited. On torch < 2.6 mmengine's own
+loads work as they always did (``weights_only`` was off by default) and are left alone; boat_mm's own loads
+(converters, Pretrained, publish) stay safe there through the same allow-list, applied by a restricted
+unpickler where torch has no ``safe_globals`` (before 2.5).
 
 2. Checkpoint files: every local load (``load_checkpoint``, resume, ``init_cfg`` Pretrained, the
 converter) goes through ``load_checkpoint_file``, whose errors name the file and say whether it was
@@ -13,17 +16,26 @@ killed mid-save never leaves a half-written checkpoint behind.
 
 3. CPU distributed training (``enable_cpu_distributed``, called by the tools): see below.
 """
+import _compat_pickle
 import os
 import os.path as osp
 import pickle
 import tempfile
+import types
 
 import numpy as np
 import torch
-from torch.serialization import add_safe_globals, safe_globals
+
+from .utils.torch_features import torch_at_least
 
 __all__ = ['allow_mmengine_checkpoint_globals', 'MMENGINE_CHECKPOINT_GLOBALS', 'enable_cpu_distributed',
-           'load_checkpoint_file', 'save_checkpoint_atomic', 'DamagedCheckpointError']
+           'load_checkpoint_file', 'save_checkpoint_atomic', 'DamagedCheckpointError',
+           'LOADS_WEIGHTS_ONLY_BY_DEFAULT']
+
+# torch >= 2.6: torch.load(weights_only=True) by default, the break mmengine 0.10.7 needs the allow-list for.
+LOADS_WEIGHTS_ONLY_BY_DEFAULT = torch_at_least(2, 6)
+# torch >= 2.5: the allow-list context (torch.serialization.safe_globals; add_safe_globals came in 2.4).
+_HAS_SAFE_GLOBALS = hasattr(torch.serialization, 'safe_globals')
 
 
 def _numpy_multiarray():
@@ -81,11 +93,71 @@ MMENGINE_CHECKPOINT_GLOBALS = _build_allow_list()
 
 
 def allow_mmengine_checkpoint_globals() -> None:
-    """Allow-list the globals of mmengine checkpoints for ``torch.load(weights_only=True)``."""
-    add_safe_globals(MMENGINE_CHECKPOINT_GLOBALS)
+    """Allow-list the globals of mmengine checkpoints for ``torch.load(weights_only=True)`` (torch >= 2.5;
+    before, boat_mm's loads apply the list themselves and mmengine's need none)."""
+    if _HAS_SAFE_GLOBALS:
+        torch.serialization.add_safe_globals(MMENGINE_CHECKPOINT_GLOBALS)
 
 
 allow_mmengine_checkpoint_globals()
+
+
+def _global_name(entry) -> tuple:
+    """(pickled module.name, object) of an allow-list entry: a class or function, or (object, 'module.name')."""
+    if isinstance(entry, tuple):
+        obj, name = entry
+        return name, obj
+    return f'{entry.__module__}.{entry.__qualname__}', entry
+
+
+# What torch's weights_only unpickler allows besides torch's tensor machinery (its own allow-list, torch 2.1).
+_PLAIN_SAFE_GLOBALS = {('collections', 'OrderedDict'), ('_codecs', 'encode'), ('builtins', 'bytearray'),
+                       ('builtins', 'set'), ('builtins', 'frozenset'), ('builtins', 'complex'),
+                       ('torch.nn.parameter', 'Parameter'), ('torch.serialization', '_get_layout')}
+
+
+def _torch_global_is_safe(module: str, name: str) -> bool:
+    """What torch's weights_only unpickler allows of torch itself: tensor rebuilds, storages, dtypes, Size."""
+    if (module, name) in _PLAIN_SAFE_GLOBALS:
+        return True
+    if module == 'torch._utils':
+        return name.startswith('_rebuild_')
+    if module == 'torch._tensor':
+        return name == '_rebuild_from_type_v2'
+    if module == 'torch':
+        value = getattr(torch, name, None)
+        return name.endswith('Storage') or name in ('Size', 'device', 'Tensor') or isinstance(value, torch.dtype)
+    return False
+
+
+def _restricted_pickle_module(allowed: dict) -> types.ModuleType:
+    """A pickle module for ``torch.load(pickle_module=...)`` whose unpickler finds only ``allowed`` globals,
+    and what torch's own weights_only unpickler allows: the allow-list on a torch without safe_globals."""
+    class RestrictedUnpickler(pickle.Unpickler):
+        def find_class(self, module, name):
+            # protocol-2 pickles name Python 2 modules (__builtin__): map them as pickle itself would
+            module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
+            module = _compat_pickle.IMPORT_MAPPING.get(module, module)
+            if f'{module}.{name}' in allowed:
+                return allowed[f'{module}.{name}']
+            if _torch_global_is_safe(module, name):
+                return super().find_class(module, name)
+            raise pickle.UnpicklingError(f'Unsupported global: GLOBAL {module}.{name} was not an allowed global')
+
+    restricted = types.ModuleType('boat_mm_restricted_pickle')
+    restricted.__dict__.update({k: getattr(pickle, k) for k in dir(pickle) if not k.startswith('__')})
+    restricted.Unpickler = RestrictedUnpickler
+    restricted.load = lambda file, **kwargs: RestrictedUnpickler(file, **kwargs).load()
+    return restricted
+
+
+def _safe_load(filename: str, map_location, extra_globals):
+    if _HAS_SAFE_GLOBALS:
+        with torch.serialization.safe_globals(list(extra_globals)):
+            return torch.load(filename, map_location=map_location, weights_only=True)
+    allowed = dict(_global_name(entry) for entry in [*MMENGINE_CHECKPOINT_GLOBALS, *extra_globals])
+    return torch.load(filename, map_location=map_location, weights_only=False,
+                      pickle_module=_restricted_pickle_module(allowed))
 
 
 class DamagedCheckpointError(RuntimeError):
@@ -103,8 +175,7 @@ def load_checkpoint_file(filename: str, map_location='cpu', extra_globals=()):
     if not osp.isfile(filename):
         raise FileNotFoundError(f'{filename} can not be found.')
     try:
-        with safe_globals(list(extra_globals)):
-            return torch.load(filename, map_location=map_location, weights_only=True)
+        return _safe_load(filename, map_location, extra_globals)
     except pickle.UnpicklingError as error:
         if any(sign in str(error) for sign in _GARBLED_PICKLE_SIGNS):
             raise DamagedCheckpointError(f'cannot load {filename}: the file is damaged (truncated or corrupted) '
@@ -147,7 +218,8 @@ def _install_checkpoint_io() -> None:
         save_checkpoint_atomic(checkpoint, filename)
 
     mm_checkpoint.save_checkpoint = mm_runner.save_checkpoint = save_checkpoint
-    mm_checkpoint.CheckpointLoader.register_scheme(prefixes='', force=True)(load_checkpoint_file)
+    if LOADS_WEIGHTS_ONLY_BY_DEFAULT:  # before torch 2.6 mmengine's local loads need no help: left alone
+        mm_checkpoint.CheckpointLoader.register_scheme(prefixes='', force=True)(load_checkpoint_file)
 
 
 _install_checkpoint_io()

@@ -24,6 +24,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .utils.torch_features import ONNX_EXPORT, require_torch
+
 __all__ = ['require_deploy_packages', 'export_onnx', 'ClassifierLogits', 'SegmentorLogits', 'DetectorFeatures',
            'ExportTask', 'build_model', 'exportable', 'preprocess_image', 'moved_share', 'Verification', 'verify_onnx']
 
@@ -56,6 +58,7 @@ def require_deploy_packages() -> None:
 def export_onnx(module: nn.Module, example: torch.Tensor, path: str, output_names: Sequence[str],
                 opset: int = DEFAULT_OPSET) -> None:
     """Export ``module(example)`` to ``path`` (static shapes) and check the file with ``onnx.checker``."""
+    require_torch(ONNX_EXPORT)
     require_deploy_packages()
     import onnx
     import onnxscript.optimizer

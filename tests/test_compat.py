@@ -190,3 +190,59 @@ def test_checkpoint_of_another_arch_reports_missing_and_unexpected_keys(saved_ba
         load_checkpoint(other, str(path), strict=True, revise_keys=[(r'^backbone\.', '')])
     message = str(error.value)
     assert 'unexpected key in source state_dict: ' in message and 'missing keys in source state_dict: ' in message
+
+
+# --- the allow-list on a torch without safe_globals (before 2.5): a restricted unpickler --------------------
+
+def _restricted_load(path, extra_globals=()):
+    from boat_mm.compat import MMENGINE_CHECKPOINT_GLOBALS, _global_name, _restricted_pickle_module
+    allowed = dict(_global_name(entry) for entry in [*MMENGINE_CHECKPOINT_GLOBALS, *extra_globals])
+    return torch.load(path, map_location='cpu', weights_only=False, pickle_module=_restricted_pickle_module(allowed))
+
+
+def test_restricted_unpickler_loads_what_the_allow_list_allows(tmp_path):
+    """What boat_mm's own loads use on torch < 2.5; tested on every torch (the unpickler is plain Python)."""
+    import argparse
+
+    from boat_mm.converters import RELEASED_CHECKPOINT_EXTRA_GLOBALS
+    runner = _tiny_runner(tmp_path, max_iters=2)
+    runner.train()
+    mmengine_checkpoint = _restricted_load(tmp_path / 'iter_2.pth')  # HistoryBuffer, numpy scalars and arrays
+    assert 'message_hub' in mmengine_checkpoint and mmengine_checkpoint['meta']['iter'] == 2
+    state = tiny_backbone(BOATSwinTransformer).state_dict()
+    released = tmp_path / 'released.pth'
+    torch.save({'model': state, 'args': argparse.Namespace(lr=1.0), 'epoch': 3}, released)
+    loaded = _restricted_load(released, RELEASED_CHECKPOINT_EXTRA_GLOBALS)
+    assert loaded['args'].lr == 1.0 and all(torch.equal(loaded['model'][k], v) for k, v in state.items())
+    with pytest.raises(pickle.UnpicklingError, match='argparse.Namespace'):  # not allowed without the extras
+        _restricted_load(released)
+
+
+@pytest.mark.parametrize('payload', [OsSystemPayload, _GetattrGadget], ids=['os.system', 'getattr-gadget'])
+def test_restricted_unpickler_refuses_payloads_without_running_them(tmp_path, payload):
+    marker = tmp_path / 'ran'
+    path = tmp_path / 'evil.pth'
+    torch.save({'state_dict': {}, 'x': payload(marker) if payload is OsSystemPayload else payload()}, path)
+    with pytest.raises(pickle.UnpicklingError):
+        _restricted_load(path)
+    assert not marker.exists()
+
+
+def test_feature_gates_give_one_line_naming_the_torch_they_need(monkeypatch):
+    from boat_mm.utils import torch_features
+    monkeypatch.setattr(torch_features, 'TORCH_VERSION', (2, 1))
+    with pytest.raises(torch_features.TorchTooOldError) as error:
+        torch_features.require_torch(torch_features.ONNX_EXPORT)
+    message = str(error.value)
+    assert '\n' not in message and 'needs torch >= 2.5' in message and torch.__version__ in message
+    from boat_mm.deployment import export_onnx
+    with pytest.raises(torch_features.TorchTooOldError, match='needs torch >= 2.5'):  # before onnx is imported
+        export_onnx(torch.nn.Identity(), torch.zeros(1), 'never.onnx', ['out'])
+
+
+def test_mmengine_loads_are_patched_only_where_torch_loads_weights_only_by_default():
+    from mmengine.runner.checkpoint import CheckpointLoader
+
+    from boat_mm.compat import LOADS_WEIGHTS_ONLY_BY_DEFAULT, load_checkpoint_file
+    local_loader = CheckpointLoader._schemes['']
+    assert (local_loader is load_checkpoint_file) == LOADS_WEIGHTS_ONLY_BY_DEFAULT

@@ -26,6 +26,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..utils.torch_features import autocast_available
 from .layers import cache_outside_tracing, is_tracing
 from .native_clustering import cluster_native
 
@@ -288,7 +289,7 @@ def balanced_hierarchical_clustering(q: torch.Tensor, plan: ClusterPlan,
     native = use_native and eager_cpu
     # Autocast must not reach the cosines either: under it the products below would run in bf16 / fp16.
     # (Devices without autocast, e.g. meta, refuse even a disabled autocast context.)
-    if not torch.amp.is_autocast_available(q.device.type):
+    if not autocast_available(q.device.type):
         return _cluster(q, plan, kmeans_iters, temperature, native, eager_cpu)
     with torch.autocast(q.device.type, enabled=False):
         return _cluster(q, plan, kmeans_iters, temperature, native, eager_cpu)

@@ -9,6 +9,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from ..utils.torch_features import is_compiling
+
 __all__ = ['DropPath', 'Mlp', 'pad_to_multiple', 'tokens_to_nchw', 'freeze', 'NORM_LAYERS', 'parse_arch',
            'is_tracing', 'cache_outside_tracing', 'tensor_bytes', 'CacheInfo']
 
@@ -19,7 +21,7 @@ NORM_LAYERS = (nn.LayerNorm, nn.GroupNorm, _BatchNorm)
 def is_tracing() -> bool:
     """True under torch.compile / torch.export (dynamo) and torch.jit.trace (TorchScript ONNX export, FLOP
     counters)."""
-    return torch.compiler.is_compiling() or torch.jit.is_tracing()
+    return is_compiling() or torch.jit.is_tracing()
 
 
 def tensor_bytes(value) -> int:

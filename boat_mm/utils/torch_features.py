@@ -1,0 +1,50 @@
+"""What the installed torch can do, detected once: boat_mm runs on torch 2.1 to 2.15.
+
+Everything a user trains and tests with works from torch 2.1. The features that need a newer torch ask
+``require_torch`` first, so an older torch gives one line naming the version needed instead of an
+AttributeError deep inside a tool. The fallbacks here (``is_compiling``, ``autocast_available``) give the
+same answer on every version.
+"""
+import torch
+
+__all__ = ['ONNX_EXPORT', 'TORCH_VERSION', 'torch_at_least', 'require_torch', 'TorchTooOldError', 'is_compiling',
+           'autocast_available', 'GATED_FEATURES']
+
+TORCH_VERSION = tuple(int(part) for part in torch.__version__.split('+')[0].split('.')[:2])
+
+# feature -> the torch it needs (and why): the README's compatibility table is this dict.
+ONNX_EXPORT = 'ONNX export (torch.onnx.export(dynamo=True), tools/deployment/export_onnx.py)'
+GATED_FEATURES = {
+    ONNX_EXPORT: (2, 5),  # the dynamo exporter's `dynamo=True` argument
+}
+
+
+class TorchTooOldError(RuntimeError):
+    """A feature that the installed torch is too old for."""
+
+
+def torch_at_least(major: int, minor: int) -> bool:
+    return TORCH_VERSION >= (major, minor)
+
+
+def require_torch(feature: str) -> None:
+    """Raise ``TorchTooOldError`` (one line) if ``feature`` (a key of ``GATED_FEATURES``) needs a newer torch."""
+    needed = GATED_FEATURES[feature]
+    if not torch_at_least(*needed):
+        raise TorchTooOldError(f'{feature} needs torch >= {needed[0]}.{needed[1]}; this is torch {torch.__version__}')
+
+
+def is_compiling() -> bool:
+    """True inside torch.compile / torch.export tracing (``torch.compiler.is_compiling`` came in torch 2.3)."""
+    compiler_check = getattr(getattr(torch, 'compiler', None), 'is_compiling', None)
+    if compiler_check is not None:
+        return compiler_check()
+    return torch._dynamo.is_compiling()
+
+
+def autocast_available(device_type: str) -> bool:
+    """Whether torch.autocast supports ``device_type`` (``torch.amp.is_autocast_available`` came in 2.4)."""
+    check = getattr(torch.amp, 'is_autocast_available', None)
+    if check is not None:
+        return check(device_type)
+    return device_type in ('cpu', 'cuda')
