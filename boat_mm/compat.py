@@ -39,9 +39,13 @@ _HAS_SAFE_GLOBALS = hasattr(torch.serialization, 'safe_globals')
 
 
 def _numpy_multiarray():
-    # numpy 2 moved numpy.core to numpy._core; pickles name whichever wrote them.
-    core = getattr(np, '_core', None) or np.core
-    return core.multiarray
+    # numpy 2 moved numpy.core to numpy._core; pickles name whichever wrote them. (numpy 1.26 has a
+    # numpy._core placeholder without multiarray: the module is imported by name, not found as an attribute.)
+    import importlib
+    try:
+        return importlib.import_module('numpy._core.multiarray')
+    except ImportError:
+        return importlib.import_module('numpy.core.multiarray')
 
 
 def _history_buffer_getattr(obj, name):
@@ -130,6 +134,11 @@ def _torch_global_is_safe(module: str, name: str) -> bool:
     return False
 
 
+class RefusedGlobalError(pickle.UnpicklingError):
+    """The restricted unpickler met a global outside the allow-list (any other unpickling error there is a
+    damaged file: without torch's own checks, random bytes fail in arbitrary ways)."""
+
+
 def _restricted_pickle_module(allowed: dict) -> types.ModuleType:
     """A pickle module for ``torch.load(pickle_module=...)`` whose unpickler finds only ``allowed`` globals,
     and what torch's own weights_only unpickler allows: the allow-list on a torch without safe_globals."""
@@ -142,7 +151,7 @@ def _restricted_pickle_module(allowed: dict) -> types.ModuleType:
                 return allowed[f'{module}.{name}']
             if _torch_global_is_safe(module, name):
                 return super().find_class(module, name)
-            raise pickle.UnpicklingError(f'Unsupported global: GLOBAL {module}.{name} was not an allowed global')
+            raise RefusedGlobalError(f'Unsupported global: GLOBAL {module}.{name} was not an allowed global')
 
     restricted = types.ModuleType('boat_mm_restricted_pickle')
     restricted.__dict__.update({k: getattr(pickle, k) for k in dir(pickle) if not k.startswith('__')})
@@ -177,7 +186,8 @@ def load_checkpoint_file(filename: str, map_location='cpu', extra_globals=()):
     try:
         return _safe_load(filename, map_location, extra_globals)
     except pickle.UnpicklingError as error:
-        if any(sign in str(error) for sign in _GARBLED_PICKLE_SIGNS):
+        garbled = any(sign in str(error) for sign in _GARBLED_PICKLE_SIGNS)
+        if garbled or (not _HAS_SAFE_GLOBALS and not isinstance(error, RefusedGlobalError)):
             raise DamagedCheckpointError(f'cannot load {filename}: the file is damaged (truncated or corrupted) '
                                          f'or is not a PyTorch checkpoint ({error})') from None
         reason = str(error).strip().splitlines()
@@ -189,6 +199,12 @@ def load_checkpoint_file(filename: str, map_location='cpu', extra_globals=()):
     except (RuntimeError, EOFError, ValueError, OSError) as error:
         raise DamagedCheckpointError(f'cannot load {filename}: the file is damaged (truncated or corrupted) '
                                      f'or is not a PyTorch checkpoint ({error})') from None
+    except (KeyError, IndexError, TypeError, AttributeError, MemoryError) as error:
+        if _HAS_SAFE_GLOBALS:  # torch's own loader vets the bytes first: these are not damage there
+            raise
+        # the restricted unpickler reads random bytes as opcodes, which fail in arbitrary ways
+        raise DamagedCheckpointError(f'cannot load {filename}: the file is damaged (truncated or corrupted) '
+                                     f'or is not a PyTorch checkpoint ({type(error).__name__}: {error})') from None
 
 
 def save_checkpoint_atomic(checkpoint, filename: str) -> None:

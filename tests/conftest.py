@@ -11,8 +11,29 @@ import torch
 from mmengine.registry import DefaultScope
 
 from boat_mm import BOATCSWinTransformer, BOATSwinTransformer
+from boat_mm.utils.torch_features import TORCH_VERSION
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))  # the repository root, for every test module
+
+
+def _cpu_autocast_supports(dtype) -> bool:
+    try:
+        with torch.autocast('cpu', dtype=dtype):
+            return True
+    except RuntimeError:  # torch < 2.2: "AutocastCPU only support Bfloat16"
+        return False
+
+
+# Features of a newer torch than the floor (2.1), for tests that exercise them: they skip with the reason.
+# torch.compile / torch.export of BOAT: passes on torch 2.11 (the GPU check's rehearsal), 2.14.1 and 2.15.0;
+# on 2.1.2 dynamo cannot trace the clustering (an int64 xor on a FakeTensor). Versions between are untested.
+COMPILER_VERIFIED_FROM = (2, 11)
+needs_compiler = pytest.mark.skipif(
+    TORCH_VERSION < COMPILER_VERIFIED_FROM,
+    reason=f'torch.compile / torch.export of BOAT verified from torch {"%d.%d" % COMPILER_VERIFIED_FROM}; '
+           f'this is {torch.__version__}')
+cpu_fp16 = pytest.param(torch.float16, id='fp16', marks=pytest.mark.skipif(
+    not _cpu_autocast_supports(torch.float16), reason=f'torch {torch.__version__}: no float16 autocast on the CPU'))
 
 # Tiny architectures of both backbones (same stage structure as released, widths of 16): the shared test models.
 TINY_ARCHS = {

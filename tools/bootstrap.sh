@@ -25,7 +25,7 @@ MMCV_VERSION=2.1.0
 # and whether the deploy extra's pins (requirements-deploy.txt) install beside it.
 case "$TORCH_VERSION" in
     2.14.1) TORCHVISION_VERSION=0.29.1; NUMPY_SPEC="numpy>=2,<3"; CXX_STD=c++20; DEPLOY=1 ;;
-    2.15.0) TORCHVISION_VERSION=0.30.0; NUMPY_SPEC="numpy>=2,<3"; CXX_STD=c++20; DEPLOY=1 ;;
+    2.15.0) TORCHVISION_VERSION=0.29.2; NUMPY_SPEC="numpy>=2,<3"; CXX_STD=c++20; DEPLOY=1 ;;
     2.1.2) TORCHVISION_VERSION=0.16.2; NUMPY_SPEC="numpy>=1.24,<2"; CXX_STD=c++17; DEPLOY=0 ;;
     *) echo "[bootstrap] BOAT_MM_TORCH=$TORCH_VERSION is not a tested stack (2.1.2, 2.14.1, 2.15.0)" >&2; exit 2 ;;
 esac

@@ -3,7 +3,7 @@ NaN in one image of a batch, low-precision autocast."""
 
 import pytest
 import torch
-from conftest import BACKBONES, tiny_backbone
+from conftest import BACKBONES, cpu_fp16, tiny_backbone
 
 import boat_mm  # noqa: F401
 from boat_mm import BOATSwinTransformer, FeatureSpaceLocalAttention
@@ -75,7 +75,7 @@ def test_nan_in_one_image_leaves_the_others_exact(cls):
             torch.testing.assert_close(out[i:i + 1], alone[j][level], rtol=1e-10, atol=1e-10)
 
 
-@pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize('dtype', [pytest.param(torch.bfloat16, id='bf16'), cpu_fp16])
 @pytest.mark.parametrize('kind', ['constant', 'large'])
 def test_fsla_in_low_precision_autocast_stays_finite(dtype, kind):
     torch.manual_seed(0)

@@ -4,11 +4,13 @@ import re
 
 import pytest
 import torch
-from conftest import TINY_ARCHS, TorchClustering, tie_free_images
+from conftest import TINY_ARCHS, TorchClustering, needs_compiler, tie_free_images
 
 import boat_mm.models.feature_space_attention as fsla_module
 from boat_mm import BOATSwinTransformer
 from boat_mm.models.feature_space_attention import balanced_hierarchical_clustering, plan_clusters
+
+pytestmark = needs_compiler  # every test here traces with dynamo (torch.export / torch.compile)
 
 TINY = TINY_ARCHS
 # ATen ops that copy a tensor value to the host (a device sync on GPU) or have data-dependent shapes.

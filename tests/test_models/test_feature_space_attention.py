@@ -9,8 +9,10 @@ from conftest import (
     FLOAT32_MOVED_TOKENS,
     REPO,
     cluster_sets,
+    cpu_fp16,
     leaf_and_borrowed_sets,
     moved_token_share,
+    needs_compiler,
     tie_free_images,
     tie_free_queries,
 )
@@ -355,6 +357,7 @@ def test_kernel_built_for_an_older_cpu_gives_the_same_clusters(tmp_path):
 
 
 @needs_native
+@needs_compiler
 def test_torch_compile_takes_the_torch_clustering_in_one_graph():
     """Under torch.compile the ctypes kernel is never traced (it crashed the process when it was): the
     torch clustering runs inside the graph, with no break (fullgraph), and matches eager (the kernel)."""
@@ -368,7 +371,7 @@ def test_torch_compile_takes_the_torch_clustering_in_one_graph():
     torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16], ids=['bf16', 'fp16'])
+@pytest.mark.parametrize('dtype', [pytest.param(torch.bfloat16, id='bf16'), cpu_fp16])
 def test_torch_clustering_is_made_in_fp32_under_autocast(dtype):
     """Autocast turns matmuls into bf16 / fp16; the cosines that decide the clusters must stay fp32 (the
     torch implementation is the GPU path, where AMP training runs). Same clusters with and without it."""
