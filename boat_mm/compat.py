@@ -30,7 +30,7 @@ from .utils.torch_features import torch_at_least
 
 __all__ = ['allow_mmengine_checkpoint_globals', 'MMENGINE_CHECKPOINT_GLOBALS', 'enable_cpu_distributed',
            'load_checkpoint_file', 'save_checkpoint_atomic', 'DamagedCheckpointError',
-           'LOADS_WEIGHTS_ONLY_BY_DEFAULT']
+           'LOADS_WEIGHTS_ONLY_BY_DEFAULT', 'RefusedGlobalError']
 
 # torch >= 2.6: torch.load(weights_only=True) by default, the break mmengine 0.10.7 needs the allow-list for.
 LOADS_WEIGHTS_ONLY_BY_DEFAULT = torch_at_least(2, 6)
