@@ -110,26 +110,22 @@ class Context:
 
 # --- measurement helpers ----------------------------------------------------------------------------------
 
-def median_ms(ctx: Context, fn, repeats: int = None, warmup: int = None) -> float:
-    """Median milliseconds of ``fn()`` after warm-up calls: CUDA events on the GPU, wall time on the CPU."""
-    repeats = repeats or ctx.sizes.repeats
-    for _ in range(ctx.sizes.warmup if warmup is None else warmup):
+def median_ms(ctx: Context, fn) -> float:
+    """Median milliseconds of ``fn()`` after warm-up calls: CUDA events on the GPU (no host sync between the
+    calls), on the CPU the benchmarks' wall-time timer (``benchmarks.common.time_call``)."""
+    repeats, warmup = ctx.sizes.repeats, ctx.sizes.warmup
+    if ctx.device != 'cuda':
+        from benchmarks.common import time_call
+        return time_call(fn, repeats, warmup=warmup) * 1e3
+    for _ in range(warmup):
         fn()
-    times = []
-    if ctx.device == 'cuda':
-        events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(repeats)]
-        for start, end in events:
-            start.record()
-            fn()
-            end.record()
-        torch.cuda.synchronize()
-        times = [start.elapsed_time(end) for start, end in events]
-    else:
-        for _ in range(repeats):
-            start = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+    events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(repeats)]
+    for start, end in events:
+        start.record()
+        fn()
+        end.record()
+    torch.cuda.synchronize()
+    return statistics.median(start.elapsed_time(end) for start, end in events)
 
 
 def peak_mb(ctx: Context, fn):
@@ -529,18 +525,15 @@ def markdown(summary: dict) -> str:
     return '\n'.join(lines)
 
 
-def write_atomically(path: str, text: str) -> None:
-    temporary = path + '.tmp'
-    with open(temporary, 'w') as out:
-        out.write(text)
-    os.replace(temporary, path)
-
-
 def write_outputs(records: list, args) -> dict:
+    from boat_mm.compat import write_atomically
+
+    def write_text(path: str, text: str) -> None:
+        write_atomically(path, lambda out: out.write(text), binary=False)
     summary = summarise(records, args)
-    write_atomically(osp.join(args.out, 'gpu_check.json'), json.dumps(summary, indent=1))
-    write_atomically(osp.join(args.out, 'gpu_check.md'), markdown(summary))
-    write_atomically(osp.join(args.out, 'gpu_check.log'), ''.join(
+    write_text(osp.join(args.out, 'gpu_check.json'), json.dumps(summary, indent=1))
+    write_text(osp.join(args.out, 'gpu_check.md'), markdown(summary))
+    write_text(osp.join(args.out, 'gpu_check.log'), ''.join(
         f'===== {r["step"]}: {r["status"]}, {r["seconds"]} s\n{r.get("output", "")}\n' for r in records))
     return summary
 

@@ -30,7 +30,7 @@ from .utils.torch_features import torch_at_least
 
 __all__ = ['allow_mmengine_checkpoint_globals', 'MMENGINE_CHECKPOINT_GLOBALS', 'enable_cpu_distributed',
            'load_checkpoint_file', 'save_checkpoint_atomic', 'DamagedCheckpointError',
-           'LOADS_WEIGHTS_ONLY_BY_DEFAULT', 'RefusedGlobalError']
+           'LOADS_WEIGHTS_ONLY_BY_DEFAULT', 'RefusedGlobalError', 'write_atomically']
 
 # torch >= 2.6: torch.load(weights_only=True) by default, the break mmengine 0.10.7 needs the allow-list for.
 LOADS_WEIGHTS_ONLY_BY_DEFAULT = torch_at_least(2, 6)
@@ -207,20 +207,25 @@ def load_checkpoint_file(filename: str, map_location='cpu', extra_globals=()):
                                      f'or is not a PyTorch checkpoint ({type(error).__name__}: {error})') from None
 
 
-def save_checkpoint_atomic(checkpoint, filename: str) -> None:
-    """Write to a temporary file beside ``filename``, then rename: readers never see a partial file."""
+def write_atomically(filename: str, write, binary: bool = True) -> None:
+    """``write(file)`` into a temporary file beside ``filename``, then rename: readers never see a partial file."""
     directory = osp.dirname(osp.abspath(filename))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=f'.{osp.basename(filename)}.', suffix='.tmp')
     try:
-        with os.fdopen(fd, 'wb') as f:
-            torch.save(checkpoint, f)
+        with os.fdopen(fd, 'wb' if binary else 'w') as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, filename)
     finally:
         if osp.exists(tmp):
             os.remove(tmp)
+
+
+def save_checkpoint_atomic(checkpoint, filename: str) -> None:
+    """``torch.save`` through ``write_atomically``: a job killed mid-save leaves no half-written checkpoint."""
+    write_atomically(filename, lambda f: torch.save(checkpoint, f))
 
 
 def _install_checkpoint_io() -> None:

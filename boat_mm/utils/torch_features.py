@@ -34,17 +34,18 @@ def require_torch(feature: str) -> None:
         raise TorchTooOldError(f'{feature} needs torch >= {needed[0]}.{needed[1]}; this is torch {torch.__version__}')
 
 
-def is_compiling() -> bool:
-    """True inside torch.compile / torch.export tracing (``torch.compiler.is_compiling`` came in torch 2.3)."""
-    compiler_check = getattr(getattr(torch, 'compiler', None), 'is_compiling', None)
-    if compiler_check is not None:
-        return compiler_check()
+# True inside torch.compile / torch.export tracing (``torch.compiler.is_compiling`` came in torch 2.3; before,
+# torch._dynamo's). Chosen once: it runs in every forward.
+def _dynamo_is_compiling() -> bool:
     return torch._dynamo.is_compiling()
 
 
-def autocast_available(device_type: str) -> bool:
-    """Whether torch.autocast supports ``device_type`` (``torch.amp.is_autocast_available`` came in 2.4)."""
-    check = getattr(torch.amp, 'is_autocast_available', None)
-    if check is not None:
-        return check(device_type)
+is_compiling = getattr(getattr(torch, 'compiler', None), 'is_compiling', None) or _dynamo_is_compiling
+
+
+def _autocast_devices_before_2_4(device_type: str) -> bool:
     return device_type in ('cpu', 'cuda')
+
+
+# Whether torch.autocast supports a device type (``torch.amp.is_autocast_available`` came in torch 2.4).
+autocast_available = getattr(torch.amp, 'is_autocast_available', None) or _autocast_devices_before_2_4
