@@ -20,6 +20,7 @@ import _compat_pickle
 import os
 import os.path as osp
 import pickle
+import re
 import tempfile
 import types
 
@@ -173,36 +174,36 @@ class DamagedCheckpointError(RuntimeError):
     """A checkpoint file that exists but cannot be read (truncated, corrupted, not a checkpoint)."""
 
 
-# Unpickling errors that mean "these bytes are not a pickle", as opposed to "this pickle asks for
-# something not allow-listed" (a refusal).
-_GARBLED_PICKLE_SIGNS = ('Unsupported operand', 'invalid load key', 'pickle data was truncated', 'ran out of input')
+# A refusal names the global it met as a dotted Python name ("Unsupported global: GLOBAL os.system ...",
+# torch's unpickler and the restricted one alike) or is the getattr guard's; random bytes read as opcodes
+# fail in arbitrary ways (unknown opcodes, KeyError, IndexError, truncation, a "global" of unprintable
+# bytes): those are damage.
+_REFUSED_GLOBAL = re.compile(r'GLOBAL [A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)+\b|refused getattr\(')
+
+
+def _refused_global(error: BaseException):
+    """The line of a refusal to unpickle a non-allow-listed global, or None when ``error`` is not one."""
+    if not isinstance(error, pickle.UnpicklingError):
+        return None
+    return next((line.strip() for line in str(error).splitlines() if _REFUSED_GLOBAL.search(line)), None)
 
 
 def load_checkpoint_file(filename: str, map_location='cpu', extra_globals=()):
-    """``torch.load(weights_only=True)`` with errors that name the file and say what is wrong."""
+    """``torch.load(weights_only=True)`` with errors that name the file and say what is wrong: a refusal
+    (an object outside the allow-list; nothing in the file was run) or damage (anything else the bytes do)."""
     filename = osp.expanduser(filename)
     if not osp.isfile(filename):
         raise FileNotFoundError(f'{filename} can not be found.')
     try:
         return _safe_load(filename, map_location, extra_globals)
-    except pickle.UnpicklingError as error:
-        garbled = any(sign in str(error) for sign in _GARBLED_PICKLE_SIGNS)
-        if garbled or (not _HAS_SAFE_GLOBALS and not isinstance(error, RefusedGlobalError)):
-            raise DamagedCheckpointError(f'cannot load {filename}: the file is damaged (truncated or corrupted) '
-                                         f'or is not a PyTorch checkpoint ({error})') from None
-        reason = str(error).strip().splitlines()
-        detail = next((line for line in reason if 'GLOBAL' in line or 'Unsupported' in line),
-                      reason[0] if reason else '')
-        raise pickle.UnpicklingError(
-            f'refused to load {filename}: it holds objects outside the allow-list of safe checkpoint contents, '
-            f'and nothing in it was run ({detail.strip()})') from None
-    except (RuntimeError, EOFError, ValueError, OSError) as error:
-        raise DamagedCheckpointError(f'cannot load {filename}: the file is damaged (truncated or corrupted) '
-                                     f'or is not a PyTorch checkpoint ({error})') from None
-    except (KeyError, IndexError, TypeError, AttributeError, MemoryError) as error:
-        if _HAS_SAFE_GLOBALS:  # torch's own loader vets the bytes first: these are not damage there
-            raise
-        # the restricted unpickler reads random bytes as opcodes, which fail in arbitrary ways
+    except (PermissionError, IsADirectoryError):
+        raise
+    except Exception as error:  # noqa: BLE001 -- every other failure of reading the bytes is damage
+        refusal = _refused_global(error)
+        if refusal is not None:
+            raise pickle.UnpicklingError(
+                f'refused to load {filename}: it holds objects outside the allow-list of safe checkpoint '
+                f'contents, and nothing in it was run ({refusal})') from None
         raise DamagedCheckpointError(f'cannot load {filename}: the file is damaged (truncated or corrupted) '
                                      f'or is not a PyTorch checkpoint ({type(error).__name__}: {error})') from None
 
