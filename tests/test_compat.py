@@ -1,6 +1,5 @@
 """boat_mm/compat.py: safe checkpoint loading (mmengine checkpoints round trip and resume under torch's
 weights_only loading; pickle payloads refused on every load path; damaged files named)."""
-import os
 import pickle
 import random
 import re
