@@ -5,7 +5,7 @@
                                          [--pairs swin cswin]
 
 All ratios come from the same run. Batch 4 at 224, batch 1 at the larger sizes. On CPU, freed memory
-is kept for reuse as in tools/train.py (boat_mm.cpu_memory) unless --malloc-defaults.
+is kept for reuse as in tools/train.py (boat_mm.utils.setup_env) unless --malloc-defaults.
 """
 import argparse
 import os
@@ -16,8 +16,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
-from benchmarks.common import configure_allocator, machine_description, markdown_table, time_call  # noqa: E402
+from benchmarks.common import configure_allocator, machine_description, markdown_table, median_seconds  # noqa: E402
 from boat_mm import BOATCSWinTransformer, BOATSwinTransformer  # noqa: E402
+from boat_mm.utils.progress import note  # noqa: E402
 
 DTYPES = {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
 
@@ -62,13 +63,15 @@ def run(args):
     for size_text in args.sizes:
         height, width = parse_size(size_text)
         batch = 4 if (height, width) == (224, 224) else 1
-        x = torch.randn(batch, 3, height, width, device=device)
+        x = torch.randn(batch, 3, height, width)
         times = {}
         for name, model in built.items():
+            note(f'{name} at {batch}x{height}x{width}', 'bench_backbones')
+
             def forward(model=model):
                 with torch.no_grad(), autocast:
                     model(x)
-            times[name, 'fwd'] = time_call(forward, args.repeats, warmup=warmup, device=device,
+            times[name, 'fwd'] = median_seconds(forward, args.repeats, warmup=warmup,
                                            min_seconds=args.min_seconds)
             if args.backward:
                 model.train()
@@ -77,8 +80,8 @@ def run(args):
                     with autocast:
                         outs = model(x)
                     sum(o.float().mean() for o in outs).backward()
-                times[name, 'fwd+bwd'] = time_call(forward_backward, max(1, args.repeats // 2), warmup=warmup,
-                                                   device=device, min_seconds=args.min_seconds)
+                times[name, 'fwd+bwd'] = median_seconds(forward_backward, max(1, args.repeats // 2), warmup=warmup,
+                                                        min_seconds=args.min_seconds)
                 model.eval()
         for boat, base in pairs:
             for mode in ('fwd', 'fwd+bwd') if args.backward else ('fwd',):
@@ -102,7 +105,7 @@ def main(argv=None):
     parser.add_argument('--min-seconds', type=float, default=2.0,
                         help='time each model for at least this long (median of the calls)')
     parser.add_argument('--malloc-defaults', action='store_true',
-                        help="keep glibc's allocator defaults (no boat_mm.cpu_memory tuning)")
+                        help="keep glibc's allocator defaults (no boat_mm.utils.setup_env tuning)")
     args = parser.parse_args(argv)
     allocator = configure_allocator(args.device, args.malloc_defaults)
     print(f'# backbones, {args.dtype}{" + torch.compile" if args.compile else ""}, '

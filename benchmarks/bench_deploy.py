@@ -19,8 +19,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
-from benchmarks.common import configure_allocator, machine_description, markdown_table, time_call  # noqa: E402
+from benchmarks.common import configure_allocator, machine_description, markdown_table, median_seconds  # noqa: E402
 from boat_mm import BOATCSWinTransformer, BOATSwinTransformer, deployment  # noqa: E402
+from boat_mm.utils.progress import note  # noqa: E402
 
 MODELS = {'swin': ('BOAT-Swin', BOATSwinTransformer), 'cswin': ('BOAT-CSWin', BOATCSWinTransformer)}
 ARCH_LETTER = {'tiny': 'T', 'small': 'S', 'base': 'B'}
@@ -41,7 +42,7 @@ def _onnxruntime(model, x, eager, workdir, repeats, min_seconds):
     session = ort.InferenceSession(path, providers=['CPUExecutionProvider'])
     feed = {session.get_inputs()[0].name: x.numpy()}
     outputs = [torch.from_numpy(o) for o in session.run(None, feed)]
-    seconds = time_call(lambda: session.run(None, feed), repeats, min_seconds=min_seconds)
+    seconds = median_seconds(lambda: session.run(None, feed), repeats, min_seconds=min_seconds)
     return seconds, setup, outputs
 
 
@@ -55,7 +56,7 @@ def _compiled(model, x, eager, backend, repeats, min_seconds):
     def forward():
         with torch.no_grad():
             compiled(x)
-    return time_call(forward, repeats, min_seconds=min_seconds), setup, outputs
+    return median_seconds(forward, repeats, min_seconds=min_seconds), setup, outputs
 
 
 def run(args):
@@ -65,6 +66,7 @@ def run(args):
             family, cls = MODELS[key]
             name = f'{family}-{ARCH_LETTER.get(args.arch, args.arch)}'
             for size in args.sizes:
+                note(f'{name} at 1x3x{size}x{size}: eager, then {", ".join(args.runtimes)}', 'bench_deploy')
                 torch.manual_seed(0)
                 model = cls(args.arch).eval()
                 x = torch.randn(1, 3, size, size)
@@ -73,7 +75,7 @@ def run(args):
                     with torch.no_grad():
                         return model(x)
                 eager = forward()
-                eager_seconds = time_call(forward, args.repeats, min_seconds=args.min_seconds)
+                eager_seconds = median_seconds(forward, args.repeats, min_seconds=args.min_seconds)
                 base = dict(model=name, input=f'1x3x{size}x{size}')
                 rows.append(dict(base, runtime='pytorch eager', ms=round(eager_seconds * 1e3, 1),
                                  **{'x eager': 1.0, 'export/compile s': '-', 'max diff': '-', 'moved': '-'}))

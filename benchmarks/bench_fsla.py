@@ -5,7 +5,7 @@
 
 Module: C=96, 3 heads (BOAT-Swin-T stage 1), batch 2, fp32. The plain loop implementation from the
 tests (a Python loop over clusters with explicit key sets) is timed at the smallest N as the baseline.
-On CPU the table uses the allocator policy of tools/train.py (freed memory kept, boat_mm.cpu_memory);
+On CPU the table uses the allocator policy of tools/train.py (freed memory kept, boat_mm.utils.setup_env);
 the same run then measures the forward growth under glibc's defaults in a child process, for comparison.
 
 --backward-variants prints only a training table instead: forward + backward time and peak memory per token
@@ -27,10 +27,11 @@ from benchmarks.common import (  # noqa: E402
     configure_allocator,
     machine_description,
     markdown_table,
+    median_seconds,
     peak_memory_mb,
-    time_call,
 )
-from boat_mm.models.feature_space_attention import FeatureSpaceLocalAttention  # noqa: E402
+from boat_mm.models.layers.feature_space_attention import FeatureSpaceLocalAttention  # noqa: E402
+from boat_mm.utils.progress import note  # noqa: E402
 
 TOKEN_COUNTS = (3136, 12544, 50176, 200704)  # 56^2, 112^2, 224^2, 448^2
 EMBED_DIMS, NUM_HEADS, BATCH = 96, 3, 2
@@ -44,9 +45,10 @@ def square(n):
 
 
 def bench(n, device, repeats, forward_only=False, min_seconds=MIN_SECONDS):
+    note(f'FSLA at N={n} tokens', 'bench_fsla')
     torch.manual_seed(0)
     module = FeatureSpaceLocalAttention(EMBED_DIMS, NUM_HEADS).to(device)
-    x = torch.randn(BATCH, n, EMBED_DIMS, device=device)
+    x = torch.randn(BATCH, n, EMBED_DIMS)
     hw = square(n)
 
     def forward():
@@ -54,7 +56,7 @@ def bench(n, device, repeats, forward_only=False, min_seconds=MIN_SECONDS):
             module(x, hw)
 
     tokens = BATCH * n
-    fwd = time_call(forward, repeats, device=device, min_seconds=min_seconds)
+    fwd = median_seconds(forward, repeats, min_seconds=min_seconds)
     row = dict(N=n, fwd_ms=round(fwd * 1e3, 1), fwd_us_per_token=round(fwd / tokens * 1e6, 2))
     if forward_only:
         return row
@@ -63,7 +65,7 @@ def bench(n, device, repeats, forward_only=False, min_seconds=MIN_SECONDS):
     def forward_backward():
         module(x_grad, hw).sum().backward()
 
-    fwd_bwd = time_call(forward_backward, max(1, repeats // 2), device=device, min_seconds=min_seconds)
+    fwd_bwd = median_seconds(forward_backward, max(1, repeats // 2), min_seconds=min_seconds)
     mem = peak_memory_mb(forward, device)
     row.update(fwd_bwd_ms=round(fwd_bwd * 1e3, 1), fwd_bwd_us_per_token=round(fwd_bwd / tokens * 1e6, 2),
                peak_mem_MB=round(mem, 1), mem_KB_per_token=round(mem * 1024 / tokens, 2))
@@ -75,10 +77,11 @@ BACKWARD_VARIANTS = {'autograd (before)': 'autograd', 'gather-free (after)': 'ga
 
 
 def bench_backward_variants(n, device, repeats, min_seconds=MIN_SECONDS):
+    note(f'FSLA backward variants at N={n} tokens', 'bench_fsla')
     """One row: forward + backward us/token and peak KB/token of every backward variant, interleaved."""
     torch.manual_seed(0)
     module = FeatureSpaceLocalAttention(EMBED_DIMS, NUM_HEADS).to(device)
-    x = torch.randn(BATCH, n, EMBED_DIMS, device=device, requires_grad=True)
+    x = torch.randn(BATCH, n, EMBED_DIMS, requires_grad=True)
     hw, tokens = square(n), BATCH * n
 
     def step(variant):
@@ -90,7 +93,7 @@ def bench_backward_variants(n, device, repeats, min_seconds=MIN_SECONDS):
     times = {name: [] for name in steps}
     for _ in range(repeats):  # rounds: every variant once, for at least min_seconds / repeats each
         for name, run in steps.items():
-            times[name].append(time_call(run, 1, warmup=1, device=device, min_seconds=min_seconds / repeats))
+            times[name].append(median_seconds(run, 1, warmup=1, min_seconds=min_seconds / repeats))
     row = dict(N=n)
     for name, run in steps.items():
         seconds = statistics.median(times[name])
@@ -125,7 +128,7 @@ def bench_plain_loop(n):
     module = FeatureSpaceLocalAttention(EMBED_DIMS, NUM_HEADS).eval()
     x = torch.randn(BATCH, n, EMBED_DIMS)
     with torch.no_grad():
-        seconds = time_call(lambda: plain_fsla(module, x, square(n)), repeats=1, warmup=0)
+        seconds = median_seconds(lambda: plain_fsla(module, x, square(n)), min_runs=1, warmup=0)
     return dict(N=n, fwd_ms=round(seconds * 1e3, 1), fwd_us_per_token=round(seconds / (BATCH * n) * 1e6, 2))
 
 
@@ -155,7 +158,7 @@ def main(argv=None):
                         help='time each measurement for at least this long')
     parser.add_argument('--plot', help='write a PNG plot here')
     parser.add_argument('--malloc-defaults', action='store_true',
-                        help="keep glibc's allocator defaults (no boat_mm.cpu_memory tuning)")
+                        help="keep glibc's allocator defaults (no boat_mm.utils.setup_env tuning)")
     parser.add_argument('--forward-only', action='store_true', help='time the forward only')
     parser.add_argument('--backward-variants', action='store_true',
                         help='only the training table: autograd backward vs gather-free backward')

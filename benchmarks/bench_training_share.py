@@ -4,7 +4,7 @@
                                               [--train-batch N] [--profile NAME ...] [--top 12]
 
 The six tiny-config pairs of the README (ImageNet classifiers, COCO Mask R-CNN 1x, ADE20K UperNet; BOAT-Swin-T
-and BOAT-CSWin-T each), measured with ``boat_mm.model_benchmark.measure_all`` (timing rounds interleaved, medians
+and BOAT-CSWin-T each), measured with ``boat_mm.analysis.benchmark.measure_all`` (timing rounds interleaved, medians
 of --iters), and the whole-model FLOPs ratio of each pair at its training crop (``tools/analysis_tools/
 get_flops.py``'s counter, FSLA counted in full). Targets of issue 22, printed next to every ratio: training step
 <= 1.05 x the FLOPs ratio, inference <= 1.05 x the FLOPs ratio, peak training memory <= 1.20x (ImageNet) and
@@ -25,8 +25,9 @@ import torch  # noqa: E402
 import boat_mm  # noqa: E402,F401  (registers BOAT)
 from benchmarks.common import cluster_backward, machine_description, markdown_table  # noqa: E402
 from boat_mm.analysis import complexity_of_config  # noqa: E402
-from boat_mm.cpu_memory import retain_freed_memory  # noqa: E402
-from boat_mm.model_benchmark import measure_all, profile_train_step  # noqa: E402
+from boat_mm.analysis.benchmark import measure_all, profile_train_step  # noqa: E402
+from boat_mm.utils.progress import note  # noqa: E402
+from boat_mm.utils.setup_env import retain_freed_memory  # noqa: E402
 
 # name: (BOAT config, FSLA-off twin, memory target)
 PAIRS = {
@@ -56,6 +57,7 @@ def _verdict(value: float, target: float) -> str:
 def share_rows(names, device, iters, train_batch):
     rows = []
     for name in names:
+        note(f'{name}: BOAT and its twin, whole training steps', 'bench_training_share')
         boat, twin, memory_target = PAIRS[name]
         result, base = measure_all([boat, twin], device=device, iters=iters, train_batch=train_batch)
         flops = flops_ratio(boat, twin, _hw(result.train_input))

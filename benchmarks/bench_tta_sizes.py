@@ -17,8 +17,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
-from benchmarks.common import configure_allocator, machine_description, markdown_table, peak_memory_mb, time_call  # noqa: E402
-from boat_mm.training import build_model_without_weights  # noqa: E402
+from benchmarks.common import configure_allocator, machine_description, markdown_table, median_seconds, peak_memory_mb  # noqa: E402
+from boat_mm.utils.model_builder import build_model  # noqa: E402
+from boat_mm.utils.progress import note  # noqa: E402
 
 
 def main(argv=None):
@@ -29,7 +30,7 @@ def main(argv=None):
     parser.add_argument('--repeats', type=int, default=1)
     args = parser.parse_args(argv)
     allocator = configure_allocator(args.device)
-    cfg, model = build_model_without_weights(args.config)
+    cfg, model = build_model(args.config)
     model.to(args.device)
     resizes = [step for step in cfg.tta_pipeline[1].transforms[0] if step.get('type') == 'Resize']
     height, width = (int(v) for v in args.image.split('x'))
@@ -37,12 +38,13 @@ def main(argv=None):
     for step in resizes:
         ratio = step.scale_factor
         h, w = round(height * ratio), round(width * ratio)
-        x = torch.randn(1, 3, h, w, device=args.device)
+        x = torch.randn(1, 3, h, w)
+        note(f'TTA scale {ratio:g}: {h}x{w}', 'bench_tta_sizes')
 
         def forward():
             with torch.no_grad():
                 return model(x, mode='tensor')  # backbone + decode head (mmseg's whole-image inference)
-        seconds = time_call(forward, repeats=args.repeats, device=args.device)
+        seconds = median_seconds(forward, min_runs=args.repeats)
         memory = peak_memory_mb(forward, args.device)
         logits = forward()  # at the stage-1 resolution (UperNet fuses the pyramid there)
         rows.append({'scale': f'{ratio:g}', 'input': f'{h}x{w}', 'stage-1 tokens': logits.shape[-2] * logits.shape[-1],

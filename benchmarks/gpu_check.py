@@ -112,11 +112,11 @@ class Context:
 
 def median_ms(ctx: Context, fn) -> float:
     """Median milliseconds of ``fn()`` after warm-up calls: CUDA events on the GPU (no host sync between the
-    calls), on the CPU the benchmarks' wall-time timer (``benchmarks.common.time_call``)."""
+    calls), on the CPU the benchmarks' wall-time timer (``boat_mm.analysis.timing.median_seconds``)."""
     repeats, warmup = ctx.sizes.repeats, ctx.sizes.warmup
     if ctx.device != 'cuda':
-        from benchmarks.common import time_call
-        return time_call(fn, repeats, warmup=warmup) * 1e3
+        from boat_mm.analysis.timing import median_seconds
+        return median_seconds(fn, repeats, warmup=warmup) * 1e3
     for _ in range(warmup):
         fn()
     events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(repeats)]
@@ -130,11 +130,11 @@ def median_ms(ctx: Context, fn) -> float:
 
 def peak_mb(ctx: Context, fn):
     """Peak memory in MB of one ``fn()``, ``torch.cuda.max_memory_allocated`` (the one implementation the
-    benchmarks share, ``boat_mm.model_benchmark.peak_memory_mb``); None on the CPU, where that function's
+    benchmarks share, ``boat_mm.analysis.benchmark.peak_memory_mb``); None on the CPU, where that function's
     profiler takes 30-40 s per backbone step here, more than the rehearsal's time box."""
     if ctx.device != 'cuda':
         return None
-    from boat_mm.model_benchmark import peak_memory_mb
+    from boat_mm.analysis.benchmark import peak_memory_mb
     return round(peak_memory_mb(fn, ctx.device), 1)
 
 
@@ -162,8 +162,8 @@ def step_environment(ctx: Context) -> None:
     from mmpretrain.registry import MODELS
 
     import boat_mm
-    from benchmarks.common import cpu_description
-    from boat_mm.models.native_clustering import native_clustering_available
+    from boat_mm.models.layers.native_clustering import native_clustering_available
+    from boat_mm.utils.machine import cpu_description
     info = dict(torch=torch.__version__, cuda=torch.version.cuda, python=sys.version.split()[0],
                 mmengine=mmengine.__version__, mmpretrain=mmpretrain.__version__, boat_mm=boat_mm.__version__,
                 cpu=cpu_description(), cpu_threads=torch.get_num_threads())
@@ -191,11 +191,11 @@ def step_environment(ctx: Context) -> None:
 def step_clusters(ctx: Context) -> None:
     """The device's clusters against the CPU's: float64 identical; float32 on tie-free queries identical to
     float64; float32 on arbitrary queries, the share of tokens that moved (bounded, never exact)."""
-    from boat_mm.models.feature_space_attention import balanced_hierarchical_clustering, plan_clusters
+    from boat_mm.models.layers.feature_space_attention import balanced_hierarchical_clustering, plan_clusters
     from boat_mm.testing.arithmetic import FLOAT32_MOVED_TOKENS, cluster_sets, moved_token_share, tie_free_queries
     device = torch.device(ctx.device)
     for n in ctx.sizes.cluster_tokens:
-        plan, device_plan = plan_clusters(n), plan_clusters(n, device=device)
+        plan, device_plan = plan_clusters(n), plan_clusters(n)
 
         def on_device(q):  # the torch clustering (the GPU's path) on the device, brought back
             return balanced_hierarchical_clustering(q.to(device), device_plan, use_native=False).cpu()
@@ -219,7 +219,7 @@ def step_backbones_float64(ctx: Context) -> None:
     """Whole released-size backbones in float64 on the device and on the CPU (same weights): the outputs of
     every stage agree to float64 rounding. (Rehearsal: the CPU's torch path against the CPU kernel.)"""
     from boat_mm import BOATCSWinTransformer, BOATSwinTransformer
-    from boat_mm.models.native_clustering import NATIVE_ENV
+    from boat_mm.models.layers.native_clustering import NATIVE_ENV
     for cls in (BOATSwinTransformer, BOATCSWinTransformer):
         torch.manual_seed(0)
         model = cls('tiny').double().eval()
@@ -499,7 +499,7 @@ def summarise(records: list, args) -> dict:
 
 
 def markdown(summary: dict) -> str:
-    from benchmarks.common import markdown_table
+    from boat_mm.utils.tables import markdown_table
     info = summary['info']
     lines = [f'# GPU check, {summary["mode"]}, {summary["started"]}', '',
              f'device: {info.get("device", "?")}; torch {info.get("torch", "?")} (CUDA {info.get("cuda")}), '
@@ -526,7 +526,7 @@ def markdown(summary: dict) -> str:
 
 
 def write_outputs(records: list, args) -> dict:
-    from boat_mm.compat import write_atomically
+    from boat_mm.utils.file_io import write_atomically
 
     def write_text(path: str, text: str) -> None:
         write_atomically(path, lambda out: out.write(text), binary=False)

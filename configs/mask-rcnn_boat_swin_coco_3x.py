@@ -2,7 +2,7 @@
 # mmdet's Swin recipe (AdamW, no weight decay on norms and position tables), 8 GPUs x 2 images.
 # ImageNet weights: see README, "Released weights".
 _base_ = ['mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_ms-crop-3x_coco.py', './_base_/mask-rcnn_tta.py']
-custom_imports = dict(imports=['boat_mm', 'boat_mm.det_tta'], allow_failed_imports=False)
+custom_imports = dict(imports=['boat_mm', 'boat_mm.models.test_time_augs.det_tta'], allow_failed_imports=False)
 
 model = dict(
     backbone=dict(

@@ -72,11 +72,11 @@ class TorchClustering(torch.nn.Module):
 
     def __init__(self, num_tokens: int):
         super().__init__()
-        from boat_mm.models.feature_space_attention import plan_clusters
+        from boat_mm.models.layers.feature_space_attention import plan_clusters
         self.plan = plan_clusters(num_tokens)
 
     def forward(self, q: torch.Tensor) -> torch.Tensor:
-        from boat_mm.models.feature_space_attention import balanced_hierarchical_clustering
+        from boat_mm.models.layers.feature_space_attention import balanced_hierarchical_clustering
         return balanced_hierarchical_clustering(q, self.plan, use_native=False)
 
 

@@ -18,8 +18,8 @@ import numpy as np
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a checkout
 
 import boat_mm  # noqa: E402,F401
-from boat_mm.demo_data import make_ade20k  # noqa: E402
-from boat_mm.training import build_runner, load_config, prepare  # noqa: E402
+from boat_mm.engine.runner_setup import build_runner, load_config, prepare  # noqa: E402
+from boat_mm.testing.demo_data import make_ade20k  # noqa: E402
 
 DEMO_CONFIG = 'configs/demo/upernet_boat_cswin_ade20k_demo.py'
 OVERLAY_ALPHA = 0.5

@@ -18,8 +18,8 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import boat_mm  # noqa: E402,F401
-from boat_mm.compat import DamagedCheckpointError  # noqa: E402
-from boat_mm.image_demo import DEFAULT_SCORE_THR, load_config, predict, render  # noqa: E402
+from boat_mm.apis.inference import DEFAULT_SCORE_THR, load_config, predict, render  # noqa: E402
+from boat_mm.utils.checkpoint import DamagedCheckpointError  # noqa: E402
 
 RANDOM_WEIGHTS_WARNING = ('WARNING: no CHECKPOINT given, the model has RANDOM WEIGHTS: '
                           'its predictions are meaningless')

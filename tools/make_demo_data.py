@@ -9,7 +9,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
 
-from boat_mm.demo_data import make_ade20k, make_coco, make_imagenet  # noqa: E402
+from boat_mm.testing.demo_data import make_ade20k, make_coco, make_imagenet  # noqa: E402
 
 MAKERS = dict(imagenet=make_imagenet, coco=make_coco, ade20k=make_ade20k)
 

@@ -18,17 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 from mmengine.model import is_model_wrapper  # noqa: E402
 
 import boat_mm  # noqa: E402,F401  (registers BOAT, applies compat fixes)
-from boat_mm.evaluation import (  # noqa: E402
-    attach_result_dumpers,
-    configure_outputs,
-    configure_show_dir,
-    count_forward_passes,
-    evaluation_only,
-    pictures_in,
-    use_tta,
-)
-from boat_mm.training import (  # noqa: E402
-    DatasetNotFoundError,
+from boat_mm.engine.runner_setup import (
     add_common_args,
     build_runner,
     destroy_process_group_on_success,
@@ -37,6 +27,16 @@ from boat_mm.training import (  # noqa: E402
     parse_common,
     prepare,
 )
+from boat_mm.engine.test_options import (
+    attach_result_dumpers,
+    configure_outputs,
+    configure_show_dir,
+    count_forward_passes,
+    evaluation_only,
+    pictures_in,
+    use_tta,
+)
+from boat_mm.utils.datasets import DatasetNotFoundError
 
 
 def parse_args(argv=None):

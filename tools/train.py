@@ -15,9 +15,8 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
 
 import boat_mm  # noqa: E402,F401  (registers BOAT, applies compat fixes)
-from boat_mm.training import (  # noqa: E402
-    DatasetNotFoundError,
-    TrainSetupLogger,
+from boat_mm.engine.hooks.train_setup_hook import TrainSetupLogger
+from boat_mm.engine.runner_setup import (
     add_common_args,
     build_runner,
     destroy_process_group_on_success,
@@ -28,6 +27,7 @@ from boat_mm.training import (  # noqa: E402
     parse_common,
     prepare,
 )
+from boat_mm.utils.datasets import DatasetNotFoundError
 
 
 def parse_args(argv=None):

@@ -3,10 +3,11 @@
     python tools/visualize_clusters.py IMAGE CONFIG [CHECKPOINT] --out OUT.png
                                        [--stage S] [--block B] [--head H] [--point X Y]
 
-The image goes through the config's test-time pipeline and data preprocessor (resize, normalisation),
-then through the backbone; the chosen FSLA block records its clustering. Panels: the image with that
-stage's windows (BOAT-Swin) or stripes (BOAT-CSWin); the clusters of head H in colour; with ``--point``,
-the cluster and sibling-overlap tokens of the patch under pixel (X, Y) and its attention weights.
+The image goes through the config's test pipeline (annotation loading left out) and data preprocessor
+(resize, normalisation), then through the backbone; the chosen FSLA block records its clustering.
+Panels: the image with that stage's windows (BOAT-Swin) or stripes (BOAT-CSWin); the clusters of head H
+in colour; with ``--point``, the cluster and sibling-overlap tokens of the patch under pixel (X, Y) and
+its attention weights.
 
 --stage is 1-based (stage 1 = stride 4) as in the paper; --block indexes the blocks of that stage
 (default: its first FSLA block). X, Y are pixel coordinates of the image as drawn (after the resize).
@@ -19,25 +20,13 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import boat_mm  # noqa: E402,F401
-from boat_mm.training import build_model_without_weights  # noqa: E402
+from boat_mm.utils.datasets import model_inputs_of_image  # noqa: E402
+from boat_mm.utils.model_builder import build_model  # noqa: E402
 from boat_mm.visualization import capture_clusters, draw_figure, fsla_blocks  # noqa: E402
 
 
-def build_model(config, checkpoint=None):
-    cfg, model = build_model_without_weights(config)  # weights come from CHECKPOINT, if any
-    if checkpoint:
-        from mmengine.runner import load_checkpoint
-        load_checkpoint(model, checkpoint, map_location='cpu')
-    return cfg, model
-
-
-def preprocess(cfg, model, image_path):
-    """The config's test pipeline (annotation loading dropped) and the model's data preprocessor."""
-    from mmengine.dataset import Compose
-    steps = [dict(t) for t in cfg.test_dataloader.dataset.pipeline if 'Annotation' not in t['type']]
-    packed = Compose(steps)(dict(img_path=image_path))
-    batch = model.data_preprocessor(dict(inputs=[packed['inputs']], data_samples=[packed['data_samples']]), False)
-    inputs = batch['inputs']
+def drawable_image(model, inputs):
+    """The preprocessed image as drawn: normalisation undone, RGB, uint8 (H, W, 3)."""
     prep = model.data_preprocessor
     image = inputs[0] * prep.std.view(-1, 1, 1) + prep.mean.view(-1, 1, 1) if hasattr(prep, 'std') else inputs[0]
     # Images load as BGR; the preprocessor flips them to RGB when its config says so (attribute named
@@ -45,7 +34,7 @@ def preprocess(cfg, model, image_path):
     converted = getattr(prep, '_channel_conversion', False) or getattr(prep, 'channel_conversion', False)
     if not converted:
         image = image.flip(0)
-    return inputs, image.permute(1, 2, 0).clamp(0, 255).byte().numpy()
+    return image.permute(1, 2, 0).clamp(0, 255).byte().numpy()
 
 
 def stage_grid(backbone, stage, hw_shape):
@@ -77,7 +66,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if not os.path.isfile(args.image):
         sys.exit(f'error: image not found: {args.image}')
-    cfg, model = build_model(args.config, args.checkpoint)
+    cfg, model = build_model(args.config, args.checkpoint)  # weights from CHECKPOINT, if any
     backbone = model.backbone
     stage = args.stage - 1
     available = fsla_blocks(backbone)
@@ -87,7 +76,8 @@ def main(argv=None):
             sys.exit(f'error: stage {args.stage} has no FSLA block; FSLA (stage, block) pairs, 1-based stages: '
                      f'{[(s + 1, b) for s, b in available]}')
         args.block = in_stage[0]
-    inputs, image = preprocess(cfg, model, args.image)
+    inputs, _ = model_inputs_of_image(model, cfg, cfg.get('default_scope', 'mmpretrain'), args.image)
+    image = drawable_image(model, inputs)
     try:
         record = capture_clusters(backbone, inputs, stage, args.block)
     except ValueError as error:

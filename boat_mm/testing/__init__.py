@@ -1,3 +1,3 @@
-"""Helpers for testing BOAT: comparing two arithmetics (``arithmetic``). Importing this package imports no
-OpenMMLab toolbox beyond what ``boat_mm`` itself needs."""
+"""Helpers for testing BOAT: comparing two arithmetics (``arithmetic``) and the demo datasets
+(``demo_data``). Importing ``demo_data`` imports no OpenMMLab toolbox."""
 __all__ = []

@@ -1,7 +1,7 @@
 # Multi-scale + flip test-time augmentation for the Mask R-CNN configs (`tools/test.py CONFIG CKPT --tta`), with
 # mmdet's TTA scales: 3 scales x 2 flips = 6 views per image, boxes merged by NMS, each kept box with its own mask
-# (boat_mm.det_tta.MaskDetTTAModel: mmdet 3.3's DetTTAModel refuses masks).
-custom_imports = dict(imports=['boat_mm', 'boat_mm.det_tta'], allow_failed_imports=False)
+# (boat_mm.models.test_time_augs.det_tta.MaskDetTTAModel: mmdet 3.3's DetTTAModel refuses masks).
+custom_imports = dict(imports=['boat_mm', 'boat_mm.models.test_time_augs.det_tta'], allow_failed_imports=False)
 
 tta_scales = [(1333, 800), (666, 400), (2000, 1200)]
 tta_model = dict(type='MaskDetTTAModel',

@@ -79,7 +79,7 @@ def test_boat_cswin_classifier_is_evaluated_on_its_ema_weights(tmp_path):
     from mmengine.hooks import Hook
     from mmengine.runner import Runner
 
-    from boat_mm.demo_data import make_imagenet
+    from boat_mm.testing.demo_data import make_imagenet
     make_imagenet(str(tmp_path / 'imagenet'), num_train=4, num_val=2, size=32)
     cswin_hooks = Config.fromfile(osp.join(REPO, 'configs', 'cls_boat_cswin_imagenet.py')).custom_hooks
     cfg = Config.fromfile(osp.join(REPO, 'configs', 'demo', 'cls_boat_swin_imagenet_demo.py'))

@@ -32,7 +32,7 @@ def test_the_fixed_entry_point_config_exists():
 def test_config_parses_and_model_builds(path):
     cfg = Config.fromfile(path)
     # mmdet configs also import the Mask R-CNN TTA model (configs/_base_/mask-rcnn_tta.py)
-    imports = ['boat_mm', 'boat_mm.det_tta'] if cfg.default_scope == 'mmdet' else ['boat_mm']
+    imports = ['boat_mm', 'boat_mm.models.test_time_augs.det_tta'] if cfg.default_scope == 'mmdet' else ['boat_mm']
     assert cfg.custom_imports == dict(imports=imports, allow_failed_imports=False)
     assert cfg.default_scope in ('mmpretrain', 'mmdet', 'mmseg')
     if cfg.default_scope == 'mmdet':

@@ -13,7 +13,7 @@ import torch
 from conftest import REPO
 
 import boat_mm  # noqa: F401
-from boat_mm.demo_data import make_ade20k, make_coco
+from boat_mm.testing.demo_data import make_ade20k, make_coco
 
 pytestmark = pytest.mark.slow  # trainings in subprocesses
 

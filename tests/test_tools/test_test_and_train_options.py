@@ -216,7 +216,7 @@ def test_mask_tta_flips_masks_back_and_keeps_each_boxs_own_mask():
     from mmengine.config import ConfigDict
     from mmengine.structures import InstanceData
 
-    from boat_mm.det_tta import MaskDetTTAModel
+    from boat_mm.models.test_time_augs.det_tta import MaskDetTTAModel
 
     class Detector(torch.nn.Module):  # the merge never calls it
         def test_step(self, data):

@@ -12,7 +12,7 @@ import pytest
 import torch
 from conftest import REPO
 
-from boat_mm.demo_data import make_ade20k, make_coco, make_imagenet
+from boat_mm.testing.demo_data import make_ade20k, make_coco, make_imagenet
 
 pytestmark = pytest.mark.slow  # trainings, exports, launched processes
 TIMEOUT = 900
@@ -109,7 +109,7 @@ def test_resume_continues_from_the_checkpoint_iteration(tmp_path, demo_root):
     result, log = train(config, work, '--cfg-options', 'train_cfg.max_iters=2', 'train_cfg.val_interval=100')
     assert result.returncode == 0, log[-3000:]
     assert (work / 'iter_2.pth').exists()
-    if platform.libc_ver()[0] == 'glibc':  # CPU runs keep freed memory (boat_mm.cpu_memory), and say so
+    if platform.libc_ver()[0] == 'glibc':  # CPU runs keep freed memory (boat_mm.utils.setup_env), and say so
         assert '[boat_mm] glibc malloc keeps freed memory' in log
     result, log = train(config, work, '--resume')
     assert result.returncode == 0, log[-3000:]
@@ -146,7 +146,7 @@ def test_process_group_is_destroyed_after_success_only(tmp_path):
     that outlive it could abort the rank at interpreter exit); after an error it is left to the exit."""
     import torch.distributed as dist
 
-    from boat_mm.training import destroy_process_group_on_success
+    from boat_mm.engine.runner_setup import destroy_process_group_on_success
     dist.init_process_group('gloo', init_method=f'file://{tmp_path / "store"}', rank=0, world_size=1)
     try:
         with pytest.raises(RuntimeError), destroy_process_group_on_success():

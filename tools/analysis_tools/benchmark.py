@@ -20,8 +20,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 import torch  # noqa: E402
 
 import boat_mm  # noqa: E402,F401  (registers BOAT)
-from boat_mm.cpu_memory import retain_freed_memory  # noqa: E402
-from boat_mm.model_benchmark import describe_machine, measure_all, speed_table  # noqa: E402
+from boat_mm.analysis.benchmark import describe_machine, measure_all, speed_table  # noqa: E402
+from boat_mm.utils.setup_env import retain_freed_memory  # noqa: E402
 
 
 def main(argv=None):
@@ -41,10 +41,9 @@ def main(argv=None):
     if args.device == 'cpu':
         retain_freed_memory()  # as tools/train.py: freed memory reused, not page-faulted again
     configs = [args.config] + ([args.compare] if args.compare else [])
-    results = measure_all(configs, [args.checkpoint, None], args.device, args.iters, not args.no_train)
+    results = measure_all(configs, [args.checkpoint, None], args.device, args.iters, not args.no_train, progress=True)
     baseline = results[1] if args.compare else None
-    print(f'# whole-model benchmark, {describe_machine(args.device)["device"]}, torch {torch.__version__}, '
-          f'median of {args.iters}')
+    print(f'# whole-model benchmark, {describe_machine(args.device)["device"]}, median of {args.iters}')
     print(speed_table(results, baseline))
 
 

@@ -15,7 +15,10 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 import boat_mm  # noqa: E402,F401  (registers BOAT for the config's model)
-from boat_mm.runs import comparison_table, load_run, plot_curves  # noqa: E402
+from boat_mm.analysis.runs import comparison_table, load_run, plot_curves  # noqa: E402
+from boat_mm.utils.progress import note, phase  # noqa: E402
+
+TOOL = 'compare_runs'
 
 
 def main(argv=None):
@@ -25,7 +28,8 @@ def main(argv=None):
     parser.add_argument('--no-flops', action='store_true', help='skip params and FLOPs (no model is built)')
     args = parser.parse_args(argv)
     try:
-        runs = [load_run(work_dir) for work_dir in args.work_dirs]
+        with phase(f'reading the logs of {len(args.work_dirs)} run(s)', TOOL):
+            runs = [load_run(work_dir) for work_dir in args.work_dirs]
     except FileNotFoundError as error:
         sys.exit(f'error: {error}')
     complexity = {}
@@ -33,15 +37,18 @@ def main(argv=None):
         from boat_mm.analysis import complexity_of_config
         for run in runs:
             if run.config:
-                complexity[run.work_dir] = complexity_of_config(run.config)
+                with phase(f'params and FLOPs of {run.name} (builds its model)', TOOL):
+                    complexity[run.work_dir] = complexity_of_config(run.config)
             else:
-                print(f'note: no dumped config in {run.work_dir}: params and FLOPs left out', file=sys.stderr)
+                note(f'no dumped config in {run.work_dir}: params and FLOPs left out', TOOL)
     os.makedirs(args.out, exist_ok=True)
+    with phase('drawing the curves', TOOL):
+        curves = plot_curves(runs, args.out)
     table = comparison_table(runs, complexity)
     with open(os.path.join(args.out, 'compare.md'), 'w') as out:
         out.write(table + '\n')
     print(table)
-    for path in [os.path.join(args.out, 'compare.md')] + plot_curves(runs, args.out):
+    for path in [os.path.join(args.out, 'compare.md')] + curves:
         print(f'wrote {path}')
 
 

@@ -13,6 +13,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 
 import boat_mm  # noqa: E402,F401
 from boat_mm.analysis import complexity_of_config  # noqa: E402
+from boat_mm.utils.progress import phase  # noqa: E402
 
 
 def main(argv=None):
@@ -20,7 +21,8 @@ def main(argv=None):
     parser.add_argument('config')
     parser.add_argument('--shape', type=int, nargs=2, metavar=('H', 'W'), help='input height and width')
     args = parser.parse_args(argv)
-    stats = complexity_of_config(args.config, args.shape)
+    with phase(f'building {args.config} and counting its FLOPs', 'get_flops'):
+        stats = complexity_of_config(args.config, args.shape)
     height, width = stats['shape']
     print(f'config:     {args.config}')
     print(f'input:      1x3x{height}x{width}')

@@ -17,7 +17,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from boat_mm.converters import convert_checkpoint  # noqa: E402
+from boat_mm.apis.checkpoint_conversion import convert_checkpoint  # noqa: E402
 
 
 def main(argv=None):

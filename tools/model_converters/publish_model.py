@@ -11,8 +11,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from boat_mm.compat import DamagedCheckpointError  # noqa: E402
-from boat_mm.publish import TRAINING_STATE_KEYS, publish_checkpoint  # noqa: E402
+from boat_mm.apis.publish import TRAINING_STATE_KEYS, publish_checkpoint  # noqa: E402
+from boat_mm.utils.checkpoint import DamagedCheckpointError  # noqa: E402
 
 
 def main(argv=None):

@@ -1,0 +1,156 @@
+"""Small layers shared by both BOAT backbones (one idea each, no toolbox dependency)."""
+import functools
+import threading
+from collections import OrderedDict, namedtuple
+from typing import Callable, Iterable, Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from ...utils.torch_features import is_compiling
+
+__all__ = ['DropPath', 'Mlp', 'pad_to_multiple', 'tokens_to_nchw', 'freeze', 'NORM_LAYERS', 'parse_arch',
+           'is_tracing', 'cache_outside_tracing', 'tensor_bytes', 'CacheInfo']
+
+# Layers that ``norm_eval`` keeps in eval mode.
+NORM_LAYERS = (nn.LayerNorm, nn.GroupNorm, _BatchNorm)
+
+
+def is_tracing() -> bool:
+    """True under torch.compile / torch.export (dynamo) and torch.jit.trace (TorchScript ONNX export, FLOP
+    counters)."""
+    return is_compiling() or torch.jit.is_tracing()
+
+
+def tensor_bytes(value) -> int:
+    """Bytes held by the tensors in ``value`` (a tensor, or tuples / lists / NamedTuples of them)."""
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    if isinstance(value, (tuple, list)):
+        return sum(tensor_bytes(item) for item in value)
+    return 0
+
+
+CacheInfo = namedtuple('CacheInfo', ['hits', 'misses', 'maxsize', 'currsize', 'bytes', 'max_bytes'])
+
+
+def cache_outside_tracing(maxsize: int, max_bytes: Optional[int] = None) -> Callable:
+    """A least-recently-used cache for functions that build tensors from Python values (sizes, devices),
+    bounded by entry count and by the bytes of the tensors it holds, and bypassed while tracing: tensors made
+    during torch.compile / torch.export are fake, and a cache must never hand them to a later eager call (and
+    a trace should record how they are built).
+
+    The byte bound matters on a GPU under multi-scale training, where every new input size adds entries that
+    live in device memory; the most recently used entry is always kept, whatever its size."""
+    def decorate(function):
+        entries: 'OrderedDict[tuple, object]' = OrderedDict()
+        state = dict(bytes=0, hits=0, misses=0)
+        lock = threading.RLock()  # re-entrant: a cached function may call itself (plan_clusters for a device)
+
+        @functools.wraps(function)
+        def wrapper(*args, **kwargs):
+            if is_tracing():
+                return function(*args, **kwargs)
+            key = (args, tuple(sorted(kwargs.items())))
+            with lock:
+                if key in entries:
+                    entries.move_to_end(key)
+                    state['hits'] += 1
+                    return entries[key]
+            value = function(*args, **kwargs)
+            with lock:
+                state['misses'] += 1
+                if key not in entries:
+                    entries[key] = value
+                    state['bytes'] += tensor_bytes(value)
+                while len(entries) > 1 and (len(entries) > maxsize
+                                            or (max_bytes is not None and state['bytes'] > max_bytes)):
+                    _, evicted = entries.popitem(last=False)
+                    state['bytes'] -= tensor_bytes(evicted)
+            return value
+
+        def cache_info() -> CacheInfo:
+            with lock:
+                return CacheInfo(state['hits'], state['misses'], maxsize, len(entries), state['bytes'], max_bytes)
+
+        def cache_clear() -> None:
+            with lock:
+                entries.clear()
+                state.update(bytes=0, hits=0, misses=0)
+        wrapper.cache_info, wrapper.cache_clear = cache_info, cache_clear
+        return wrapper
+    return decorate
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: drop the whole residual branch of a sample with probability ``drop_prob``."""
+
+    def __init__(self, drop_prob: float = 0.0):
+        super().__init__()
+        self.drop_prob = drop_prob
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.drop_prob == 0.0 or not self.training:
+            return x
+        keep = 1.0 - self.drop_prob
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(keep)
+        return x * mask / keep
+
+    def extra_repr(self) -> str:
+        return f'drop_prob={self.drop_prob}'
+
+
+class Mlp(nn.Module):
+    """Transformer feed-forward network: fc1 -> GELU -> dropout -> fc2 -> dropout."""
+
+    def __init__(self, embed_dims: int, hidden_dims: int, drop: float = 0.0):
+        super().__init__()
+        self.fc1 = nn.Linear(embed_dims, hidden_dims)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden_dims, embed_dims)
+        self.drop = nn.Dropout(drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+
+
+def pad_to_multiple(x: torch.Tensor, multiple_h: int, multiple_w: int) -> Tuple[torch.Tensor, int, int]:
+    """Zero-pad a (B, H, W, C) map at the bottom/right to multiples; returns the map and the pads."""
+    height, width = x.shape[1:3]
+    pad_h = (-height) % multiple_h
+    pad_w = (-width) % multiple_w
+    if pad_h or pad_w:
+        x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
+    return x, pad_h, pad_w
+
+
+def tokens_to_nchw(x: torch.Tensor, hw_shape: Sequence[int]) -> torch.Tensor:
+    """(B, H*W, C) tokens -> (B, C, H, W) map."""
+    b, _, c = x.shape
+    return x.transpose(1, 2).reshape(b, c, *hw_shape).contiguous()
+
+
+def freeze(module: nn.Module) -> None:
+    """Eval mode and no gradient for every parameter of ``module``."""
+    module.eval()
+    for param in module.parameters():
+        param.requires_grad = False
+
+
+def parse_arch(arch, arch_zoo: dict, essential_keys: Iterable[str], class_name: str) -> dict:
+    """Resolve ``arch`` (an alias string or a dict with exactly ``essential_keys``) to a settings dict."""
+    essential_keys = set(essential_keys)
+    if isinstance(arch, str):
+        key = arch.lower()
+        if key not in arch_zoo:
+            raise ValueError(f'{class_name}: unknown arch {arch!r}; choose one of {sorted(arch_zoo)} '
+                             f'or pass a dict with keys {sorted(essential_keys)}')
+        return dict(arch_zoo[key])
+    if isinstance(arch, dict):
+        if set(arch) != essential_keys:
+            raise ValueError(f'{class_name}: a custom arch dict needs exactly the keys '
+                             f'{sorted(essential_keys)}, got {sorted(arch)}')
+        return dict(arch)
+    raise TypeError(f'{class_name}: arch must be a str or a dict, got {type(arch).__name__}')
