@@ -5,7 +5,7 @@
     tools/dist_test.sh CONFIG CHECKPOINT GPUS [args]
 
 --tta, --out and --show-dir mean what they mean in mmseg's, mmdet's and mmpretrain's tools/test.py
-(boat_mm/evaluation.py): multi-scale + flip test-time augmentation; predictions written out (mmdet: a .pkl
+(boat_mm/engine/test_options.py): multi-scale + flip test-time augmentation; predictions written out (mmdet: a .pkl
 and the COCO json files next to it; mmseg: label PNGs in a directory; mmpretrain: a .pkl); every test image
 drawn by the toolbox's visualizer.
 """

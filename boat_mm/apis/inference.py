@@ -22,9 +22,10 @@ from mmengine.config import Config
 from ..utils.checkpoint import load_checkpoint_file
 from ..utils.datasets import innermost_dataset
 from ..utils.model_builder import TOOLBOX_SCOPES, single_process_config
+from ..visualization.panels import POINTS_PER_INCH, draw_panel, fit_text_px, font_points
 
 __all__ = ['SCOPES', 'TOP_K', 'DEFAULT_SCORE_THR', 'RANDOM_WEIGHTS_CAPTION', 'Prediction', 'load_config',
-           'dataset_meta', 'predict', 'draw_panel', 'render']
+           'dataset_meta', 'predict', 'render']
 
 SCOPES = TOOLBOX_SCOPES
 TOP_K = 5  # classes listed for a classifier
@@ -37,13 +38,6 @@ PALETTE_SEED = 0  # colours for classes that come without a palette
 FALLBACK_CLASSES_NOTICE = r'.*use (classes of )?(COCO|[Cc]ityscapes)( classes)? by default'
 WEIGHTS_SEED = 0  # random weights (no checkpoint) are drawn from a fixed seed: the same picture every run
 
-# Text drawn over the image: height a fraction of the shorter side, never below a legible minimum.
-TEXT_HEIGHT_FRACTION = 1 / 32
-MIN_TEXT_PX = 10
-LINE_SPACING = 1.5  # row height / text height
-MONOSPACE_ADVANCE = 0.6  # character width / text height of DejaVu Sans Mono, the monospace font matplotlib ships
-PANEL_ALPHA = 0.65  # opacity of the dark box behind the text
-POINTS_PER_INCH = 72  # matplotlib font sizes are in points
 CLS_TEXT_SCALE, CLS_TEXT_OFFSET = 7, 5  # UniversalVisualizer.visualize_cls: text size and offset / image scale
 
 
@@ -165,7 +159,7 @@ def _predict_cls(cfg, image, checkpoint, device, meta, score_thr):
     longest = len('Prediction: ') + max(len(f'{int(i)}, 0.00 ({_class_name(inferencer.classes, int(i))})')
                                         for i in top.indices)
     default_px = int(scale * CLS_TEXT_SCALE) * visualizer.dpi / POINTS_PER_INCH
-    size = _points(visualizer, _fit_px(picture, longest, default_px, margin=2 * CLS_TEXT_OFFSET * scale))
+    size = font_points(visualizer, fit_text_px(picture, longest, default_px, margin=2 * CLS_TEXT_OFFSET * scale))
     visualizer.visualize_cls(picture, sample, classes=inferencer.classes, draw_gt=False, draw_pred=True,
                              draw_score=True, text_cfg=dict(size=size))
     summary = f'top-{len(top.indices)}: ' + LIST_SEPARATOR.join(
@@ -188,51 +182,6 @@ def predict(cfg: Config, scope: str, image: str, checkpoint: Optional[str] = Non
         if meta:  # we name the classes: the inferencers' "use COCO/Cityscapes classes" notice does not apply
             warnings.filterwarnings('ignore', message=FALLBACK_CLASSES_NOTICE)
         return _PREDICTORS[scope](cfg, image, checkpoint, device, meta, score_thr)
-
-
-def _points(visualizer, px: float) -> float:
-    """matplotlib font size (points) of text ``px`` pixels high on the visualizer's canvas."""
-    return px * POINTS_PER_INCH / visualizer.dpi
-
-
-def _fit_px(image: np.ndarray, chars: int, px: float, margin: float = 0) -> float:
-    """A text height near ``px`` (never above) at which ``chars`` monospace characters plus ``margin`` pixels
-    fit the image width. Agg hints the glyph advance to whole pixels, so the height is picked to make the
-    advance a whole number of pixels: then the width of the text is known exactly."""
-    advance = min(int(px * MONOSPACE_ADVANCE), int((image.shape[1] - margin) / chars))
-    return max(1, advance) / MONOSPACE_ADVANCE
-
-
-def draw_panel(visualizer, rows: List[str], corner: str, swatches=None, color='white',
-               max_rows: Optional[int] = None) -> None:
-    """Rows of text in a dark box in a ``corner`` ('top-right', 'bottom-left'...) of the visualizer's image,
-    each row led by a colour swatch when ``swatches`` are given. The text shrinks to fit the width, and rows
-    beyond ``max_rows`` (this one included) or the image height are summed up in a last "+N more" row."""
-    image = visualizer.get_image()
-    height, width = image.shape[:2]
-    px = max(MIN_TEXT_PX, round(min(height, width) * TEXT_HEIGHT_FRACTION))
-    swatch = px if swatches else 0
-    px = _fit_px(image, max(len(row) for row in rows), px, margin=3 * px + swatch)
-    row_h = px * LINE_SPACING
-    pad = px / 2
-    fits = max(1, min(int((height - 2 * pad) // row_h), max_rows or len(rows)))
-    if len(rows) > fits:
-        rows, swatches = rows[:fits - 1] + [f'+{len(rows) - fits + 1} more'], (swatches or [])[:fits - 1]
-    box_w = 2 * pad + (swatch + pad if swatch else 0) + max(len(r) for r in rows) * MONOSPACE_ADVANCE * px
-    box_h = 2 * pad + len(rows) * row_h
-    right, bottom = width - 1, height - 1  # last pixel column and row (mmengine warns beyond them)
-    x0 = right - box_w if 'right' in corner else 0
-    y0 = bottom - box_h if 'bottom' in corner else 0
-    visualizer.draw_bboxes(np.array([x0, y0, x0 + box_w, y0 + box_h]), edge_colors='black', face_colors='black',
-                           alpha=PANEL_ALPHA, line_widths=0)
-    centres = y0 + pad + row_h * (np.arange(len(rows)) + 0.5)
-    for colour, y in zip(swatches or [], centres):
-        visualizer.draw_bboxes(np.array([x0 + pad, y - swatch / 2, x0 + pad + swatch, y + swatch / 2]),
-                               edge_colors='white', face_colors=colour, alpha=1.0, line_widths=1)
-    text_x = x0 + pad + (swatch + pad if swatch else 0)
-    visualizer.draw_texts(rows, np.stack([np.full(len(rows), text_x), centres], axis=1), colors=color,
-                          font_sizes=_points(visualizer, px), vertical_alignments='center',
-                          font_families='monospace')
 
 
 def render(prediction: Prediction, random_weights: bool) -> np.ndarray:

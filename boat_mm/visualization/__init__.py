@@ -1,5 +1,5 @@
 """Visualisation: the feature-space clusters of an FSLA block drawn over an image (``clusters``, whose names
-this package exports)."""
+this package exports) and text panels over pictures (``panels``, the image demo's legend and captions)."""
 from .clusters import (
     attention_to_keys,
     capture_clusters,

@@ -6,7 +6,7 @@
 Inference runs the whole classifier / segmentor / detector (data preprocessor included) on images that went
 through the config's test pipeline, i.e. at its own test input size; a training step (forward, backward,
 optimiser step with the config's optimiser) runs at the config's crop and per-GPU batch size. Images are
-real-format demo data at photo size, generated in a temporary directory (boat_mm/model_benchmark.py).
+real-format demo data at photo size, generated in a temporary directory (boat_mm/analysis/benchmark.py).
 Medians of --iters runs after one warm-up. With --compare, both models are built first and every timing round
 runs one then the other (A B A B ...), so that a machine whose speed drifts slows both alike; the table gives
 CONFIG's time and memory over CONFIG2's (e.g. a BOAT config against its baseline).

@@ -3,7 +3,7 @@
     python tools/model_converters/publish_model.py IN.pth OUT.pth     # writes OUT-<8 hex digits>.pth
 
 The result loads in tools/test.py and, for detection / segmentation, as ImageNet or backbone weights through
-init_cfg=dict(type='Pretrained', checkpoint=..., prefix='backbone.'). See boat_mm/publish.py.
+init_cfg=dict(type='Pretrained', checkpoint=..., prefix='backbone.'). See boat_mm/apis/publish.py.
 """
 import argparse
 import os

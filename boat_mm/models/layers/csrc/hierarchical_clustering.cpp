@@ -1,6 +1,6 @@
 // Balanced hierarchical binary clustering of FSLA queries on the CPU, one fused pass per row.
 //
-// The same algorithm as boat_mm/models/feature_space_attention.py (_split_levels), written so that each
+// The same algorithm as boat_mm/models/layers/feature_space_attention.py (_split_levels), written so that each
 // split runs on a group that sits in the CPU cache: groups are split depth first, so after the first
 // levels every subtree is a few hundred KB. The torch version runs ~40 small kernels per level over the
 // whole tensor; this one reads every query a few times per level from cache and sorts with std::sort.
@@ -22,7 +22,7 @@
 // slot carries its ratio history along with its query. Within a leaf cluster the token order is not
 // sorted (the attention does not depend on it); the torch version's leaves are.
 //
-// Built on first use by boat_mm/models/native_clustering.py (g++ -O3, no torch headers) and called
+// Built on first use by boat_mm/models/layers/native_clustering.py (g++ -O3, no torch headers) and called
 // through ctypes; plain C entry points below.
 #include <algorithm>
 #include <cmath>
