@@ -20,7 +20,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch  # noqa: E402
 
 from benchmarks.common import configure_allocator, machine_description, markdown_table, median_seconds  # noqa: E402
-from boat_mm import BOATCSWinTransformer, BOATSwinTransformer, deployment  # noqa: E402
+from boat_mm import BOATCSWinTransformer, BOATSwinTransformer  # noqa: E402
+from boat_mm.apis import deployment  # noqa: E402
 from boat_mm.utils.progress import note  # noqa: E402
 
 MODELS = {'swin': ('BOAT-Swin', BOATSwinTransformer), 'cswin': ('BOAT-CSWin', BOATCSWinTransformer)}

@@ -106,6 +106,23 @@ def test_nothing_private_is_imported_across_modules():
     assert not offenders, offenders
 
 
+def test_our_own_code_uses_no_pre_layout_name():
+    """boat_mm, the tools, benchmarks and tests import every module from its new home (the old names are for
+    users' code and configs)."""
+    offenders = []
+    for top in ('boat_mm', 'tools', 'benchmarks', 'tests'):
+        for root, _, files in os.walk(osp.join(REPO, top)):
+            for name in files:
+                path = osp.join(root, name)
+                if not name.endswith('.py') or name == 'moved_modules.py' or name == 'test_layout.py':
+                    continue
+                dotted = osp.relpath(path, REPO)[:-3].replace(os.sep, '.')
+                for module, names in _imports(dotted, path, top_level_only=False):
+                    used = [module] + [f'{module}.{n}' for n in names]
+                    offenders += [f'{dotted}: {u}' for u in used if u in MOVED_MODULES]
+    assert not offenders, offenders
+
+
 def test_import_boat_mm_and_utility_modules_import_no_toolbox():
     out = _run(f"""
         import sys

@@ -9,7 +9,7 @@ import copy
 
 import torch
 
-from ..models.feature_space_attention import (
+from ..models.layers.feature_space_attention import (
     FeatureSpaceLocalAttention,
     balanced_hierarchical_clustering,
     plan_clusters,

@@ -6,7 +6,7 @@ import os.path as osp
 from typing import Iterator, List, Tuple
 
 __all__ = ['DATA_HELP', 'DEMO_CONFIGS', 'DatasetNotFoundError', 'innermost_dataset', 'leaf_datasets',
-           'check_datasets', 'is_annotation_transform', 'test_pipeline', 'model_inputs_of_image']
+           'check_datasets', 'is_annotation_transform', 'inference_pipeline', 'model_inputs_of_image']
 
 # How to get the real data, per toolbox scope.
 DATA_HELP = {
@@ -89,7 +89,7 @@ def is_annotation_transform(step: dict) -> bool:
     return str(step.get('type', '')).endswith(ANNOTATION_TRANSFORM_SUFFIX)
 
 
-def test_pipeline(cfg) -> List[dict]:
+def inference_pipeline(cfg) -> List[dict]:
     """The config's test pipeline (``test_pipeline``, else its test dataset's) without annotation loading:
     what an unlabelled image goes through."""
     pipeline = cfg.get('test_pipeline') or innermost_dataset(cfg.test_dataloader.dataset).pipeline
@@ -97,14 +97,14 @@ def test_pipeline(cfg) -> List[dict]:
 
 
 def model_inputs_of_image(model, cfg, scope: str, image: str):
-    """(inputs (1, 3, H, W) float, data sample) of ``image`` after ``test_pipeline`` and the model's data
+    """(inputs (1, 3, H, W) float, data sample) of ``image`` after ``inference_pipeline`` and the model's data
     preprocessor: exactly what the model's ``predict`` sees."""
     import torch
     from mmengine.dataset import Compose
     from mmengine.registry import DefaultScope
     with DefaultScope.overwrite_default_scope(scope):
         importlib.import_module(f'{scope}.registry')
-        data = Compose(test_pipeline(cfg))(dict(img_path=image, img_id=0))
+        data = Compose(inference_pipeline(cfg))(dict(img_path=image, img_id=0))
     batch = dict(inputs=[data['inputs']], data_samples=[data['data_samples']])
     with torch.no_grad():
         processed = model.data_preprocessor(batch, False)

@@ -59,3 +59,4 @@ def test_get_flops_cli_on_a_config(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert 'input:      1x3x96x128' in result.stdout
     assert 'of which FSLA' in result.stdout and 'in 3 calls' in result.stdout
+    assert f'[get_flops] building {config} and counting its FLOPs: ' in result.stderr

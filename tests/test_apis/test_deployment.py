@@ -24,7 +24,7 @@ from conftest import (  # noqa: E402
     tie_free_queries,
 )
 
-from boat_mm import deployment  # noqa: E402
+from boat_mm.apis import deployment  # noqa: E402
 from boat_mm.models.layers.feature_space_attention import plan_clusters  # noqa: E402
 
 pytestmark = pytest.mark.slow  # trainings, exports, launched processes
@@ -160,6 +160,8 @@ def test_export_tool_on_demo_configs(tmp_path, config, shape, outputs, grace_hop
     result = _export_tool(config, shape, out, '--verify', grace_hopper, '--seed', str(seed))
     assert result.returncode == 0, result.stderr[-3000:]
     assert 'RANDOM WEIGHTS' in result.stderr
+    for started in ('building the model of', f'exporting to {out}', f'verifying {out} in onnxruntime'):
+        assert re.search(rf'^\[export_onnx\] {re.escape(started)}.*: [\d.]+ s$', result.stderr, re.M), result.stderr
     graph = onnx.load(out, load_external_data=False).graph
     assert [o.name for o in graph.output] == outputs
     input_dims = [d.dim_value for d in graph.input[0].type.tensor_type.shape.dim]

@@ -234,6 +234,7 @@ def test_compare_runs_on_two_demo_runs(tmp_path, demo_root):
     params = header.index('params (M)')
     assert float(rows['baseline'][params]) < float(rows['boat'][params])
     assert rows['boat'][header.index('iterations')] == '4'
+    assert '[compare_runs] params and FLOPs of boat (builds its model): ' in result.stderr  # progress, on stderr
     for name in ('loss.png', 'mIoU.png'):
         from PIL import Image
         assert Image.open(out / name).size[0] > 100
@@ -259,5 +260,8 @@ def test_benchmark_tool_compares_boat_with_its_baseline(tmp_path, demo_root):
     assert all(r[1] == '3x96x128' and r[3] == '2x3x128x128' for r in rows), rows
     memory_ratio = float(rows[0][header.index('memory ratio')])
     assert memory_ratio > 1.0 and float(rows[1][header.index('memory ratio')]) == 1.0
+    phases = [line for line in result.stderr.splitlines() if line.startswith('[benchmark] ')]
+    assert any(line.startswith('[benchmark] training steps: 1 interleaved round(s)') and line.endswith(' s')
+               for line in phases), phases  # a line per phase, with its time
     missing = run([sys.executable, 'tools/analysis_tools/benchmark.py', str(tmp_path / 'none.py')])[0]
     assert missing.returncode == 1 and 'config not found' in missing.stderr

@@ -184,7 +184,7 @@ def test_bad_arch_and_input_raise_clear_errors(cls):
 def test_fsla_cfg_and_its_deprecated_flat_spellings_build_the_same_model(cls, recwarn):
     """One FSLA interface in both backbones: ``fsla_cfg`` (missing keys: released values); the flat arguments
     of earlier versions build the same model and warn once per argument, however many models are built."""
-    from boat_mm.models import toolbox_args
+    from boat_mm.models.utils import toolbox_args
     toolbox_args._warned.clear()
     settings = dict(cluster_size=32, overlap=8, kmeans_iters=3, temperature=50.0, qk_scale=0.5)
     new = tiny(cls, fsla_cfg=settings)

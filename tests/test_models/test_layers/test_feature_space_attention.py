@@ -341,7 +341,7 @@ def test_kernel_built_for_an_older_cpu_gives_the_same_clusters(tmp_path):
         'import sys, torch\n'
         f'sys.path[:0] = [{REPO!r}, {os.path.join(REPO, "tests")!r}]\n'
         'from conftest import cluster_sets, tie_free_queries\n'
-        'from boat_mm.models import native_clustering\n'
+        'from boat_mm.models.layers import native_clustering\n'
         'from boat_mm.models.layers.feature_space_attention import plan_clusters\n'
         'from boat_mm.models.layers.feature_space_attention import balanced_hierarchical_clustering as cluster\n'
         'print(native_clustering.compile_flags()[0])\n'
@@ -391,8 +391,8 @@ def test_caches_are_bounded_by_bytes_under_multi_scale_inputs():
     """Multi-scale training sees a new input size every few iterations: the plan and window-mask caches keep
     the most recent ones within their byte budgets (plus at most the newest entry), not one per size ever
     seen; a hit returns the very same object."""
-    from boat_mm.models import boat_swin
-    from boat_mm.models import feature_space_attention as fsa
+    from boat_mm.models.backbones import boat_swin
+    from boat_mm.models.layers import feature_space_attention as fsa
     from boat_mm.models.layers import tensor_bytes
     fsa.plan_clusters.cache_clear()
     boat_swin._window_mask.cache_clear()
