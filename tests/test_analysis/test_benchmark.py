@@ -10,10 +10,9 @@ import sys
 import pytest
 import torch
 import yaml
+from conftest import REPO  # noqa: E402
 
 from boat_mm.utils.torch_features import TORCH_VERSION
-
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 
 def run(args):

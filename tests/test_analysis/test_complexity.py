@@ -5,11 +5,10 @@ import subprocess
 import sys
 
 import torch
+from conftest import REPO  # noqa: E402
 
 from boat_mm.analysis import count_complexity, fsla_flops
 from boat_mm.models.layers.feature_space_attention import FeatureSpaceLocalAttention
-
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 
 def test_fsla_block_matches_hand_formula_at_released_size():

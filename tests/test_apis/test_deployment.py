@@ -28,7 +28,8 @@ from boat_mm.apis import deployment  # noqa: E402
 from boat_mm.models.layers.feature_space_attention import plan_clusters  # noqa: E402
 
 pytestmark = pytest.mark.slow  # trainings, exports, launched processes
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import REPO  # noqa: E402
+
 TOOL = os.path.join(REPO, 'tools', 'deployment', 'export_onnx.py')
 # Largest |onnxruntime - pytorch| of the tool's float32 outputs on tie-free weights: rounding only. Measured
 # 1.5e-5 (UperNet logits) and ~2e-5 (FPN features, five unnormalised convolutions after the backbone); the

@@ -10,9 +10,9 @@ import matplotlib
 import numpy as np
 import pytest
 import torch
+from conftest import REPO  # noqa: E402
 from PIL import Image
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TOOL = osp.join(REPO, 'tools', 'image_demo.py')
 PHOTO = osp.join(matplotlib.get_data_path(), 'sample_data', 'grace_hopper.jpg')
 TIMEOUT = 600

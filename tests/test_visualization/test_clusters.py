@@ -5,11 +5,11 @@ import os.path as osp
 import numpy as np
 import pytest
 import torch
+from conftest import REPO  # noqa: E402
 from PIL import Image
 
-from boat_mm.visualization import FIGURE_DPI, PANEL_INCHES, TITLE_INCHES, distinct_colours
+from boat_mm.visualization.clusters import FIGURE_DPI, PANEL_INCHES, TITLE_INCHES, distinct_colours
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 SPEC = importlib.util.spec_from_file_location('visualize_clusters', osp.join(REPO, 'tools', 'visualize_clusters.py'))
 TOOL = importlib.util.module_from_spec(SPEC)
 SPEC.loader.exec_module(TOOL)
