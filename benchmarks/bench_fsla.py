@@ -122,7 +122,7 @@ def growth_with_malloc_defaults(min_seconds):
 def bench_plain_loop(n):
     """The tests' obviously-correct loop implementation, for scale."""
     tests = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'tests')
-    sys.path[:0] = [os.path.join(tests, 'test_models'), tests]  # the test module, and the conftest it imports
+    sys.path[:0] = [os.path.join(tests, 'test_models', 'test_layers'), tests]  # the test module and its conftest
     from test_feature_space_attention import plain_fsla
     torch.manual_seed(0)
     module = FeatureSpaceLocalAttention(EMBED_DIMS, NUM_HEADS).eval()
