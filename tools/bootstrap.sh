@@ -69,7 +69,7 @@ else
     TORCH_TAG="$("$PY" -c 'import torch; print(torch.__version__.replace("+", "_"))')"
     WHEEL_DIR="$CACHE_DIR/wheels/mmcv-$MMCV_VERSION-torch$TORCH_TAG-$FLAVOUR-$("$PY" -c 'import sys; print("py%d%d" % sys.version_info[:2])')"
     if ! ls "$WHEEL_DIR"/mmcv-*.whl >/dev/null 2>&1; then
-        log "building mmcv $MMCV_VERSION ($FLAVOUR ops) from sdist; this takes ~12 min on 2 cores"
+        log "building mmcv $MMCV_VERSION ($FLAVOUR ops) from sdist; this takes 12-20 min on 2 cores (once: the wheel is cached)"
         BUILD_DIR="$(mktemp -d)"
         trap 'rm -rf "$BUILD_DIR"' EXIT
         "${PIP[@]}" download -q --no-deps --no-build-isolation --no-binary=:all: "mmcv==$MMCV_VERSION" -d "$BUILD_DIR"
