@@ -63,7 +63,7 @@ def run(args):
     for size_text in args.sizes:
         height, width = parse_size(size_text)
         batch = 4 if (height, width) == (224, 224) else 1
-        x = torch.randn(batch, 3, height, width)
+        x = torch.randn(batch, 3, height, width, device=device)
         times = {}
         for name, model in built.items():
             note(f'{name} at {batch}x{height}x{width}', 'bench_backbones')

@@ -48,7 +48,7 @@ def bench(n, device, repeats, forward_only=False, min_seconds=MIN_SECONDS):
     note(f'FSLA at N={n} tokens', 'bench_fsla')
     torch.manual_seed(0)
     module = FeatureSpaceLocalAttention(EMBED_DIMS, NUM_HEADS).to(device)
-    x = torch.randn(BATCH, n, EMBED_DIMS)
+    x = torch.randn(BATCH, n, EMBED_DIMS, device=device)
     hw = square(n)
 
     def forward():
@@ -81,7 +81,7 @@ def bench_backward_variants(n, device, repeats, min_seconds=MIN_SECONDS):
     """One row: forward + backward us/token and peak KB/token of every backward variant, interleaved."""
     torch.manual_seed(0)
     module = FeatureSpaceLocalAttention(EMBED_DIMS, NUM_HEADS).to(device)
-    x = torch.randn(BATCH, n, EMBED_DIMS, requires_grad=True)
+    x = torch.randn(BATCH, n, EMBED_DIMS, device=device, requires_grad=True)
     hw, tokens = square(n), BATCH * n
 
     def step(variant):

@@ -38,7 +38,7 @@ def main(argv=None):
     for step in resizes:
         ratio = step.scale_factor
         h, w = round(height * ratio), round(width * ratio)
-        x = torch.randn(1, 3, h, w)
+        x = torch.randn(1, 3, h, w, device=args.device)
         note(f'TTA scale {ratio:g}: {h}x{w}', 'bench_tta_sizes')
 
         def forward():

@@ -195,7 +195,7 @@ def step_clusters(ctx: Context) -> None:
     from boat_mm.testing.arithmetic import FLOAT32_MOVED_TOKENS, cluster_sets, moved_token_share, tie_free_queries
     device = torch.device(ctx.device)
     for n in ctx.sizes.cluster_tokens:
-        plan, device_plan = plan_clusters(n), plan_clusters(n)
+        plan, device_plan = plan_clusters(n), plan_clusters(n, device=device)
 
         def on_device(q):  # the torch clustering (the GPU's path) on the device, brought back
             return balanced_hierarchical_clustering(q.to(device), device_plan, use_native=False).cpu()
