@@ -19,6 +19,7 @@ from ..utils.setup_env import RETAIN_ENV, enable_cpu_distributed, retain_freed_m
 __all__ = ['add_common_args', 'parse_common', 'load_config', 'adapt_cfg_to_device', 'build_runner', 'prepare',
            'enable_auto_scale_lr', 'disable_validation', 'missing_files_reported', 'destroy_process_group_on_success']
 
+
 def add_common_args(parser) -> None:
     """The options ``tools/train.py`` and ``tools/test.py`` share (mmengine's conventions)."""
     parser.add_argument('--work-dir', help='where logs and checkpoints go (default work_dirs/<config>)')

@@ -85,7 +85,7 @@ def _draw_scene(rng: np.random.Generator, height: int, width: int, num_shapes: i
         shade = np.where(pattern[..., None], np.array(colour), np.array(colour) * 0.45)
         image[mask] = shade[mask]
         labels[mask] = class_index + 1
-        instances.append(dict(class_index=class_index, polygon=polygon, mask=mask))
+        instances.append(dict(class_index=class_index, mask=mask))
     # Later shapes cover earlier ones: keep only what is visible of each instance.
     for i, inst in enumerate(instances):
         for later in instances[i + 1:]:
