@@ -22,6 +22,7 @@ from boat_mm.engine.runner_setup import (
     destroy_process_group_on_success,
     disable_validation,
     enable_auto_scale_lr,
+    latest_checkpoint,
     load_config,
     missing_files_reported,
     parse_common,
@@ -55,8 +56,8 @@ def main(argv=None):
             sys.exit('--amp needs a CUDA GPU (mmengine AmpOptimWrapper); run without --amp on CPU')
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
         cfg.optim_wrapper.loss_scale = 'dynamic'
-    if args.resume == 'auto':
-        cfg.resume, cfg.load_from = True, None
+    if args.resume == 'auto':  # the newest complete checkpoint in the work dir; none: train from the start
+        cfg.resume, cfg.load_from = True, latest_checkpoint(cfg.work_dir)
     elif args.resume is not None:
         if not os.path.isfile(args.resume):
             sys.exit(f'--resume: checkpoint not found: {args.resume}')

@@ -3,8 +3,10 @@ config run on a GPU cluster, a CPU-only laptop or CI, with clear errors when dat
 
 The config's ``default_scope`` (mmpretrain, mmdet or mmseg) decides which toolbox runs it.
 """
+import glob
 import os
 import os.path as osp
+import re
 import sys
 from contextlib import contextmanager
 from typing import List, Optional
@@ -17,7 +19,8 @@ from ..utils.model_builder import replace_sync_bn
 from ..utils.setup_env import RETAIN_ENV, enable_cpu_distributed, retain_freed_memory
 
 __all__ = ['add_common_args', 'parse_common', 'load_config', 'adapt_cfg_to_device', 'build_runner', 'prepare',
-           'enable_auto_scale_lr', 'disable_validation', 'missing_files_reported', 'destroy_process_group_on_success']
+           'enable_auto_scale_lr', 'disable_validation', 'latest_checkpoint', 'missing_files_reported',
+           'destroy_process_group_on_success']
 
 
 def add_common_args(parser) -> None:
@@ -53,6 +56,31 @@ def load_config(config: str, cfg_options: Optional[dict] = None, work_dir: Optio
     elif cfg.get('work_dir') is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(config))[0])
     return cfg
+
+
+# The names mmengine's CheckpointHook gives the regular (not best_*) checkpoints of a run.
+_RUN_CHECKPOINT = re.compile(r'(?:iter|epoch)_(\d+)\.pth')
+
+
+def latest_checkpoint(work_dir: str) -> Optional[str]:
+    """The newest complete checkpoint of the run in ``work_dir``, or None: what ``--resume`` continues from.
+
+    mmengine's own choice is the path in ``work_dir/last_checkpoint``, which its CheckpointHook writes *after*
+    the checkpoint: a job killed between the two resumes one interval too early and repeats that work. Every
+    local save of boat_mm is atomic (``utils.file_io``), so each ``iter_N.pth`` / ``epoch_N.pth`` present is
+    complete, and the newest of them (by modification time, then by N) is the one to continue from.
+    """
+    candidates = []
+    for path in glob.glob(osp.join(glob.escape(work_dir), '*.pth')):
+        match = _RUN_CHECKPOINT.fullmatch(osp.basename(path))
+        if match:
+            candidates.append((osp.getmtime(path), int(match.group(1)), path))
+    recorded = osp.join(work_dir, 'last_checkpoint')
+    if not candidates and osp.isfile(recorded):
+        with open(recorded) as f:
+            named = f.read().strip()
+        return named if named and osp.isfile(named) else None
+    return max(candidates)[2] if candidates else None
 
 
 def adapt_cfg_to_device(cfg: Config) -> List[str]:
