@@ -21,6 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ...registry import register_model
+from ...utils.torch_features import constant_under_compile
 from ..layers.feature_space_attention import (
     DEFAULT_CLUSTER_SIZE,
     DEFAULT_KMEANS_ITERS,
@@ -52,6 +53,7 @@ WINDOW_MASK_CACHE_BYTES = 64 << 20
 WINDOW_MASK_CACHE_ENTRIES = 128
 
 
+@constant_under_compile  # compiled graphs hold the mask, not the ops that build it on the CPU
 @cache_outside_tracing(maxsize=WINDOW_MASK_CACHE_ENTRIES, max_bytes=WINDOW_MASK_CACHE_BYTES)
 def _window_mask(height: int, width: int, window: int, shift: int,
                  device: torch.device) -> Optional[torch.Tensor]:

@@ -26,12 +26,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ...utils.torch_features import autocast_available
+from ...utils.torch_features import autocast_available, constant_under_compile, is_compiling
 from .native_clustering import cluster_native
 from .transformer_layers import cache_outside_tracing, is_tracing
 
-__all__ = ['FeatureSpaceLocalAttention', 'ClusterPlan', 'plan_clusters', 'balanced_hierarchical_clustering',
-           'attend_within_clusters', 'stable_argsort', 'take_rows', 'num_levels_for']
+__all__ = ['FeatureSpaceLocalAttention', 'ClusterPlan', 'plan_clusters', 'cluster_plan',
+           'balanced_hierarchical_clustering', 'attend_within_clusters', 'stable_argsort', 'take_rows',
+           'num_levels_for']
 
 # Released hyper-parameters (BOAT-Swin and BOAT-CSWin alike).
 DEFAULT_CLUSTER_SIZE = 49
@@ -113,10 +114,7 @@ def plan_clusters(num_tokens: int, cluster_size: int = DEFAULT_CLUSTER_SIZE,
     The plan's tensors live on ``device`` (CPU by default), so a forward pass copies nothing."""
     if device is not None and torch.device(device).type != 'cpu':
         return _plan_to(plan_clusters(num_tokens, cluster_size, overlap), torch.device(device))
-    if num_tokens < 1:
-        raise ValueError(f'FSLA needs at least one token, got N={num_tokens}')
-    levels = num_levels_for(num_tokens, cluster_size)
-    slots = -(-num_tokens // 2 ** levels)
+    levels, slots, eff_overlap = _plan_sizes(num_tokens, cluster_size, overlap)
     total = slots * 2 ** levels
     pads = [total - num_tokens]  # pad count of every group at the current level
     level_valid: List[torch.Tensor] = []
@@ -141,7 +139,6 @@ def plan_clusters(num_tokens: int, cluster_size: int = DEFAULT_CLUSTER_SIZE,
         level_layout.append(layout)
 
     leaf_pads = torch.tensor(pads)  # 0 or 1 per cluster
-    eff_overlap = min(overlap, slots - 1) if levels > 0 else 0
     own = torch.arange(total).view(-1, slots)
     own_valid = torch.arange(slots).unsqueeze(0) < (slots - leaf_pads).unsqueeze(1)
     if eff_overlap > 0:
@@ -159,6 +156,36 @@ def plan_clusters(num_tokens: int, cluster_size: int = DEFAULT_CLUSTER_SIZE,
         key_index, key_valid = own, own_valid
     return ClusterPlan(num_tokens, levels, slots, eff_overlap, tuple(level_valid), tuple(level_layout),
                        key_index, key_valid)
+
+
+def _plan_sizes(num_tokens: int, cluster_size: int, overlap: int) -> Tuple[int, int, int]:
+    """A plan's Python numbers: split levels, slots per leaf cluster, keys borrowed from the sibling."""
+    if num_tokens < 1:
+        raise ValueError(f'FSLA needs at least one token, got N={num_tokens}')
+    levels = num_levels_for(num_tokens, cluster_size)
+    slots = -(-num_tokens // 2 ** levels)
+    return levels, slots, (min(overlap, slots - 1) if levels > 0 else 0)
+
+
+@constant_under_compile
+def _plan_tensors(num_tokens: int, cluster_size: int, overlap: int, device: torch.device) -> tuple:
+    """The tensors of ``plan_clusters(...)``, flat (key_index, key_valid, level_valid..., level_layout...):
+    what a compiled graph holds as constants."""
+    plan = plan_clusters(num_tokens, cluster_size, overlap, device)
+    return (plan.key_index, plan.key_valid) + plan.level_valid + plan.level_layout
+
+
+def cluster_plan(num_tokens: int, cluster_size: int, overlap: int, device: torch.device) -> ClusterPlan:
+    """``plan_clusters`` for a forward pass. Eager: the cached plan. Under torch.compile the plan's numbers
+    are traced as Python and its tensors are graph constants (``_plan_tensors``), so a compiled call builds
+    no plan: traced, the Python loops of ``plan_clusters`` were hundreds of CPU ops run again on every call
+    (and on the GPU machine, C++ kernels that inductor failed to compile)."""
+    if not is_compiling():
+        return plan_clusters(num_tokens, cluster_size, overlap, device)
+    levels, slots, eff_overlap = _plan_sizes(num_tokens, cluster_size, overlap)
+    tensors = _plan_tensors(num_tokens, cluster_size, overlap, device)
+    return ClusterPlan(num_tokens, levels, slots, eff_overlap, tuple(tensors[2:2 + levels]),
+                       tuple(tensors[2 + levels:]), tensors[0], tensors[1])
 
 
 def _plan_to(plan: ClusterPlan, device: torch.device) -> ClusterPlan:
@@ -642,7 +669,7 @@ class FeatureSpaceLocalAttention(nn.Module):
             raise ValueError(f'FSLA got {num_tokens} tokens for a {height}x{width} map')
         qkv = self.qkv(x).view(b, num_tokens, 3, self.num_heads, self.head_dims)
         q = qkv[:, :, 0].transpose(1, 2).reshape(b * self.num_heads, num_tokens, self.head_dims)
-        plan = plan_clusters(num_tokens, self.cluster_size, self.overlap, x.device)
+        plan = cluster_plan(num_tokens, self.cluster_size, self.overlap, x.device)
         if self._replay:  # a recomputation under gradient checkpointing: the forward's clusters
             perm = self._replay[0]
         else:

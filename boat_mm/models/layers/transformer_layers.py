@@ -43,7 +43,11 @@ def cache_outside_tracing(maxsize: int, max_bytes: Optional[int] = None) -> Call
     a trace should record how they are built).
 
     The byte bound matters on a GPU under multi-scale training, where every new input size adds entries that
-    live in device memory; the most recently used entry is always kept, whatever its size."""
+    live in device memory; the most recently used entry is always kept, whatever its size.
+
+    Under torch.compile, mark the cached function ``constant_under_compile`` as well (when its result is a
+    tensor, None or a plain tuple of tensors): dynamo then calls it once, for real, and the compiled code
+    builds nothing."""
     def decorate(function):
         entries: 'OrderedDict[tuple, object]' = OrderedDict()
         state = dict(bytes=0, hits=0, misses=0)

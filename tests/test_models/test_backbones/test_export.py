@@ -107,3 +107,26 @@ def test_torch_compile_fullgraph_forward_and_backward(cls):
     with torch.no_grad():
         for a, b in zip(compiled(x), model(x)):
             assert ((a - b).abs() > 1e-5).float().mean() == 0
+
+
+@pytest.mark.parametrize('cls', list(TINY), ids=lambda c: c.__name__)
+def test_compiled_graph_builds_no_plan_or_mask_and_runs_on_the_models_device(cls):
+    """Clustering plans and window masks are constants of a compiled graph (``constant_under_compile``): on a
+    model that is not on the CPU (here 'meta', which needs no GPU), no node of the graph makes a CPU tensor.
+    Before, the traced plan and mask builders put 54 (FSLA) to 290 (BOAT-Swin) CPU ops in every compiled
+    call, which on the GPU machine inductor compiled to C++ kernels and failed to build (2026-12-04)."""
+    torch._dynamo.reset()
+    graphs = []
+
+    def recording_backend(graph_module, example_inputs):
+        graphs.append(graph_module)
+        return graph_module
+    model = cls(arch=TINY[cls]).to('meta').eval()
+    with torch.no_grad():
+        torch.compile(model, fullgraph=True, backend=recording_backend, dynamic=False)(
+            torch.randn(1, 3, 64, 80, device='meta'))
+    made = [(node.format_node()[:120], value.device) for graph in graphs for node in graph.graph.nodes
+            for value in [node.meta.get('example_value', node.meta.get('val'))]
+            if isinstance(value, torch.Tensor)]
+    assert len(graphs) == 1 and made
+    assert [entry for entry in made if entry[1].type != 'meta'] == []
