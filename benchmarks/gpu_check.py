@@ -35,6 +35,9 @@ REHEARSAL_BUDGET_S = 200  # on 2 CPU cores; with the venv's build the rehearsal 
 MIN_STEP_S = 10  # a step is not started with less time than this left
 STEP_GRACE_S = 5  # a step is told to stop this long before its box ends, when it is killed
 LOG_TAIL_CHARS = 2000  # of a failed step's output, kept in the JSON
+# Random rows drawn to find 4 tie-free ones: 22% of 3136-token rows are tie-free, 0.5% of 12544-token rows
+# (2 of 400 on the GPU machine, 2026-12-04, which spent the clusters step's whole box drawing them).
+TIE_FREE_CANDIDATES = 64
 
 
 class Sizes:
@@ -204,15 +207,20 @@ def step_clusters(ctx: Context) -> None:
         on_cpu = balanced_hierarchical_clustering(q64, plan)
         ctx.check(f'clusters float64 device == CPU, N={n}',
                   torch.equal(cluster_sets(on_device(q64), plan), cluster_sets(on_cpu, plan)))
-        tie_free = tie_free_queries(4, n, 32)
-        expected = cluster_sets(balanced_hierarchical_clustering(tie_free.double(), plan, use_native=False), plan)
-        ctx.check(f'clusters float32 tie-free device == float64, N={n}',
-                  torch.equal(cluster_sets(on_device(tie_free), plan), expected))
         q32 = torch.randn(6, n, 32)
         moved = moved_token_share(on_device(q32), balanced_hierarchical_clustering(q32.double(), plan), plan)
         ctx.row('float32 clusters on random queries', N=n, moved_vs_float64=f'{moved:.4%}')
         ctx.check(f'clusters float32 random: moved share <= {FLOAT32_MOVED_TOKENS:.0%}, N={n}',
                   moved <= FLOAT32_MOVED_TOKENS, f'{moved:.4%}')
+        try:
+            tie_free = tie_free_queries(4, n, 32, max_candidates=TIE_FREE_CANDIDATES)
+        except RuntimeError as error:  # random rows near no split point get rarer with N (a margin per level)
+            ctx.note(f'clusters N={n}: no float32 tie-free comparison ({error}); float64 and the moved share '
+                     'above are the comparison at this size')
+            continue
+        expected = cluster_sets(balanced_hierarchical_clustering(tie_free.double(), plan, use_native=False), plan)
+        ctx.check(f'clusters float32 tie-free device == float64, N={n}',
+                  torch.equal(cluster_sets(on_device(tie_free), plan), expected))
 
 
 def step_backbones_float64(ctx: Context) -> None:
