@@ -10,7 +10,7 @@ PYTHON := $(VENV)/bin/python
 endif
 PYTEST_ARGS ?=
 
-.PHONY: env lint test test-oldest demo clean
+.PHONY: env env-oldest lint test test-oldest demo clean
 
 # The oldest tested stack (torch 2.1.2, numpy 1.26, mmcv 2.1.0 built from its sdist): the environment
 # OpenMMLab users have. Its job runs every quick test and the trainings, resume and converters; tests that
@@ -25,8 +25,10 @@ env:
 test: env lint
 	$(PYTHON) -m pytest tests $(PYTEST_ARGS)
 
-test-oldest:
+env-oldest:
 	BOAT_MM_TORCH=2.1.2 VENV=$(OLDEST_VENV) bash tools/bootstrap.sh
+
+test-oldest: env-oldest
 	$(OLDEST_VENV)/bin/python -m pytest tests -m "not slow"
 	$(OLDEST_VENV)/bin/python -m pytest $(OLDEST_SLOW_TESTS)
 
