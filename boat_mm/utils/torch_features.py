@@ -74,10 +74,8 @@ def constant_under_compile(function):
     return wrapper
 
 
-def _autocast_available(device_type: str) -> bool:
-    return (getattr(torch.amp, 'is_autocast_available', None) or _autocast_devices_before_2_4)(device_type)
-
-
-# Whether torch.autocast supports a device type (``torch.amp.is_autocast_available`` came in torch 2.4). A
-# constant under torch.compile: dynamo of torch 2.11 cannot trace the builtin behind it (a graph break).
-autocast_available = constant_under_compile(_autocast_available)
+# Whether torch.autocast supports a device type (``torch.amp.is_autocast_available`` came in torch 2.4), chosen
+# once: it runs in every clustering call. A constant under torch.compile: dynamo of torch 2.11 cannot trace the
+# builtin behind it (a graph break).
+autocast_available = constant_under_compile(getattr(torch.amp, 'is_autocast_available', None)
+                                            or _autocast_devices_before_2_4)
