@@ -8,10 +8,16 @@ import os.path as osp
 
 import pytest
 import torch
-from mmengine.registry import DefaultScope
 
-from boat_mm import BOATCSWinTransformer, BOATSwinTransformer
-from boat_mm.utils.torch_features import TORCH_VERSION
+# Without a GPU, the Triton kernels run on CPU tensors in Triton's interpreter, which triton chooses when it is
+# imported (also for its own library functions): set before anything imports triton (boat_mm does).
+if not torch.cuda.is_available():
+    os.environ.setdefault('TRITON_INTERPRET', '1')
+
+from mmengine.registry import DefaultScope  # noqa: E402
+
+from boat_mm import BOATCSWinTransformer, BOATSwinTransformer  # noqa: E402
+from boat_mm.utils.torch_features import TORCH_VERSION  # noqa: E402
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))  # the repository root, for every test module
 

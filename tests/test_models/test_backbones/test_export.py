@@ -6,7 +6,7 @@ import pytest
 import torch
 from conftest import TINY_ARCHS, TorchClustering, needs_compiler, tie_free_images
 
-import boat_mm.models.layers.feature_space_attention as fsla_module
+import boat_mm.models.layers.clustering as fsla_module
 from boat_mm import BOATSwinTransformer
 from boat_mm.models.layers.feature_space_attention import balanced_hierarchical_clustering, plan_clusters
 

@@ -5,7 +5,7 @@ import torch
 from conftest import BACKBONES, tiny_backbone
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from boat_mm.models.layers import feature_space_attention as fsa
+from boat_mm.models.layers import cluster_attention as fsa
 from boat_mm.models.layers.feature_space_attention import CLUSTER_BACKWARD_ENV, FeatureSpaceLocalAttention
 
 # Token counts: 3136 = 49 * 64 (the released layout), 825 (padded: pad slots, overlap from padded siblings),

@@ -192,7 +192,7 @@ def test_bad_arguments_raise(kwargs, match):
 
 def test_cache_chunked_deep_levels_give_identical_clusters(monkeypatch):
     """Large inputs finish the deep levels chunk by chunk; the clusters must not change."""
-    import boat_mm.models.layers.feature_space_attention as fsla
+    import boat_mm.models.layers.clustering as fsla
     torch.manual_seed(0)
     for n_tokens in (3136, 3000):
         q = torch.randn(4, n_tokens, 16, dtype=torch.float64)
