@@ -1,4 +1,4 @@
-"""The GPU check: what one lent GPU machine should tell us, measured in one call of at most six minutes.
+"""The GPU check: what one lent GPU machine should tell us, measured in one call of at most eight minutes.
 
     bash benchmarks/gpu_check.sh              # on the GPU machine: installs .gpu_wheels/, then runs this
     bash benchmarks/gpu_check.sh --rehearse   # here, on CPU, in a fresh venv holding what the image holds
@@ -23,21 +23,26 @@ import statistics
 import subprocess
 import sys
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 import torch  # noqa: E402
 
-TOTAL_BUDGET_S = 330  # steps' wall time: with the wheel install, the call stays under 6 minutes
-REHEARSAL_BUDGET_S = 200  # on 2 CPU cores; with the venv's build the rehearsal stays under 5 minutes
+TOTAL_BUDGET_S = 420  # steps' wall time: with the wheel install, the call stays under 8 minutes
+REHEARSAL_BUDGET_S = 330  # on 2 CPU cores; with the venv's build the rehearsal stays under 7 minutes
 MIN_STEP_S = 10  # a step is not started with less time than this left
 STEP_GRACE_S = 5  # a step is told to stop this long before its box ends, when it is killed
 LOG_TAIL_CHARS = 2000  # of a failed step's output, kept in the JSON
 # Random rows drawn to find 4 tie-free ones: 22% of 3136-token rows are tie-free, 0.5% of 12544-token rows
 # (2 of 400 on the GPU machine, 2026-12-04, which spent the clusters step's whole box drawing them).
 TIE_FREE_CANDIDATES = 64
+# The implementations of FSLA's clustering and cluster attention that the check compares, by their setting of
+# the one switch (``BOAT_MM_NATIVE``): the torch ops (the GPU path before issue 32) and the fused Triton kernels
+# (the GPU default since; in the rehearsal, Triton's interpreter on CPU tensors).
+FSLA_PATHS = {'torch ops': '0', 'fused Triton': 'triton'}
+PROFILE_TOP_KERNELS = 10
 
 
 class Sizes:
@@ -46,8 +51,8 @@ class Sizes:
     def __init__(self, rehearse: bool):
         if rehearse:
             self.cluster_tokens = (825, 196)
-            self.fsla_tokens = (196, 784)
-            self.fsla_total_tokens = 1568
+            self.fsla_tokens = (196,)  # Triton's interpreter runs the fused path: seconds per call
+            self.fsla_total_tokens = 392
             self.backbone_inputs = ((1, 32, 32),)
             self.fp64_inputs = ((1, 64, 64), (1, 49, 67))
             self.amp_input = (1, 64, 48)
@@ -56,9 +61,11 @@ class Sizes:
             self.compile_dtypes = ('fp32',)  # bf16 is emulated on most CPUs: its compiled run would take minutes
             self.compile_modes = ('fwd+bwd',)  # the training graph traces the forward too; 2 CPU cores
             self.compile_models = ('BOAT-Swin-T', 'BOAT-CSWin-T')  # this project's code (the baselines compile)
+            self.profile_input = (1, 196)  # images x tokens of the FSLA profile
+            self.attention_tokens = (196, 825, 1)
         else:
             self.cluster_tokens = (3136, 825, 12544)
-            self.fsla_tokens = (3136, 12544, 50176)
+            self.fsla_tokens = (3136, 12544)
             # every FSLA size runs 64x3136 tokens in all (64 images of stage 1 at 224): per-token numbers of
             # the three sizes are comparable and the GPU is kept busy
             self.fsla_total_tokens = 64 * 3136
@@ -68,8 +75,10 @@ class Sizes:
             self.repeats, self.warmup = 10, 3
             self.compile_backend = 'inductor'
             self.compile_dtypes = ('bf16', 'fp32')  # AMP first: what GPU users train with
-            self.compile_modes = ('fwd', 'fwd+bwd')
+            self.compile_modes = ('fwd+bwd',)  # the training step: one compile per model within the box
             self.compile_models = None  # all four
+            self.profile_input = (64, 3136)
+            self.attention_tokens = (3136, 825, 1)
 
 
 class Context:
@@ -141,9 +150,24 @@ def peak_mb(ctx: Context, fn):
     return round(peak_memory_mb(fn, ctx.device), 1)
 
 
-def autocast(ctx: Context, dtype_name: str):
+def autocast(ctx: Context, dtype_name: str, cache_enabled: bool = True):
     dtype = {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}[dtype_name]
-    return torch.autocast(ctx.device, dtype=dtype) if dtype else nullcontext()
+    return torch.autocast(ctx.device, dtype=dtype, cache_enabled=cache_enabled) if dtype else nullcontext()
+
+
+@contextmanager
+def fsla_path(setting: str):
+    """Within the context, FSLA runs the implementation that ``BOAT_MM_NATIVE=setting`` chooses."""
+    from boat_mm.models.layers.native_clustering import NATIVE_ENV
+    previous = os.environ.get(NATIVE_ENV)
+    os.environ[NATIVE_ENV] = setting
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ[NATIVE_ENV]
+        else:
+            os.environ[NATIVE_ENV] = previous
 
 
 def backbone_builders() -> dict:
@@ -170,6 +194,11 @@ def step_environment(ctx: Context) -> None:
     info = dict(torch=torch.__version__, cuda=torch.version.cuda, python=sys.version.split()[0],
                 mmengine=mmengine.__version__, mmpretrain=mmpretrain.__version__, boat_mm=boat_mm.__version__,
                 cpu=cpu_description(), cpu_threads=torch.get_num_threads())
+    from boat_mm.models.layers import triton_kernels
+    from boat_mm.models.layers.clustering import kernel_choice
+    info.update(triton=getattr(triton_kernels.triton, '__version__', None),
+                triton_interpreter=triton_kernels.interpreting(),
+                fsla_default_path=kernel_choice(torch.device(ctx.device)))
     try:
         import mmcv
         info['mmcv'] = mmcv.__version__
@@ -192,42 +221,76 @@ def step_environment(ctx: Context) -> None:
 
 
 def step_clusters(ctx: Context) -> None:
-    """The device's clusters against the CPU's: float64 identical; float32 on tie-free queries identical to
-    float64; float32 on arbitrary queries, the share of tokens that moved (bounded, never exact)."""
+    """The device's clusters against the CPU's, for each device implementation (``FSLA_PATHS``): float64
+    identical; float32 on tie-free queries identical to float64; float32 on arbitrary queries, the share of
+    tokens that moved (bounded, never exact)."""
     from boat_mm.models.layers.feature_space_attention import balanced_hierarchical_clustering, plan_clusters
     from boat_mm.testing.arithmetic import FLOAT32_MOVED_TOKENS, cluster_sets, moved_token_share, tie_free_queries
     device = torch.device(ctx.device)
     for n in ctx.sizes.cluster_tokens:
         plan, device_plan = plan_clusters(n), plan_clusters(n, device=device)
-
-        def on_device(q):  # the torch clustering (the GPU's path) on the device, brought back
-            return balanced_hierarchical_clustering(q.to(device), device_plan, use_native=False).cpu()
         torch.manual_seed(0)
         q64 = torch.randn(6, n, 32, dtype=torch.float64)
-        on_cpu = balanced_hierarchical_clustering(q64, plan)
-        ctx.check(f'clusters float64 device == CPU, N={n}',
-                  torch.equal(cluster_sets(on_device(q64), plan), cluster_sets(on_cpu, plan)))
+        on_cpu = cluster_sets(balanced_hierarchical_clustering(q64, plan), plan)
         q32 = torch.randn(6, n, 32)
-        moved = moved_token_share(on_device(q32), balanced_hierarchical_clustering(q32.double(), plan), plan)
-        ctx.row('float32 clusters on random queries', N=n, moved_vs_float64=f'{moved:.4%}')
-        ctx.check(f'clusters float32 random: moved share <= {FLOAT32_MOVED_TOKENS:.0%}, N={n}',
-                  moved <= FLOAT32_MOVED_TOKENS, f'{moved:.4%}')
+        reference32 = balanced_hierarchical_clustering(q32.double(), plan)
         try:
             tie_free = tie_free_queries(4, n, 32, max_candidates=TIE_FREE_CANDIDATES)
         except RuntimeError as error:  # random rows near no split point get rarer with N (a margin per level)
+            tie_free = None
             ctx.note(f'clusters N={n}: no float32 tie-free comparison ({error}); float64 and the moved share '
-                     'above are the comparison at this size')
-            continue
-        expected = cluster_sets(balanced_hierarchical_clustering(tie_free.double(), plan, use_native=False), plan)
-        ctx.check(f'clusters float32 tie-free device == float64, N={n}',
-                  torch.equal(cluster_sets(on_device(tie_free), plan), expected))
+                     'are the comparison at this size')
+        for path, setting in FSLA_PATHS.items():
+            def on_device(q):  # the device path's clustering on the device, brought back
+                with fsla_path(setting):
+                    return balanced_hierarchical_clustering(q.to(device), device_plan).cpu()
+            ctx.check(f'clusters float64 device == CPU, {path}, N={n}',
+                      torch.equal(cluster_sets(on_device(q64), plan), on_cpu))
+            moved = moved_token_share(on_device(q32), reference32, plan)
+            ctx.row('float32 clusters on random queries', path=path, N=n, moved_vs_float64=f'{moved:.4%}')
+            ctx.check(f'clusters float32 random: moved share <= {FLOAT32_MOVED_TOKENS:.0%}, {path}, N={n}',
+                      moved <= FLOAT32_MOVED_TOKENS, f'{moved:.4%}')
+            if tie_free is not None:
+                expected = cluster_sets(balanced_hierarchical_clustering(tie_free.double(), plan, use_native=False),
+                                        plan)
+                ctx.check(f'clusters float32 tie-free device == float64, {path}, N={n}',
+                          torch.equal(cluster_sets(on_device(tie_free), plan), expected))
+
+
+def step_fused_attention(ctx: Context) -> None:
+    """The fused cluster attention against autograd of the torch ops on the device: float64 output and qkv
+    gradient to rounding, float32 (IEEE products) within float32 rounding."""
+    from boat_mm.models.layers import cluster_attention, triton_kernels
+    from boat_mm.models.layers.clustering import balanced_hierarchical_clustering, plan_clusters
+    heads, head_dims = 3, 32
+    for n in ctx.sizes.attention_tokens:
+        plan = plan_clusters(n, device=ctx.device)
+        for dtype in (torch.float64, torch.float32):
+            torch.manual_seed(0)
+            qkv = torch.randn(2, n, 3, heads, head_dims, device=ctx.device, dtype=dtype)
+            perm = balanced_hierarchical_clustering(qkv[:, :, 0].transpose(1, 2).double(), plan, use_native=False)
+            grad_out = torch.randn(2, n, heads * head_dims, device=ctx.device, dtype=dtype)
+            results = []
+            for attend in (lambda t: triton_kernels.attend_triton(t, perm, plan.key_index, plan.slots_per_cluster,
+                                                                  head_dims ** -0.5),
+                           lambda t: cluster_attention._attend(t, perm, plan, head_dims ** -0.5, 0.0)):
+                leaf = qkv.clone().requires_grad_(True)
+                out = attend(leaf)
+                out.backward(grad_out)
+                results.append((out.detach(), leaf.grad))
+            worst = max(float((a - b).abs().max()) for a, b in zip(*results))
+            bound = 1e-10 if dtype == torch.float64 else 1e-4
+            name = str(dtype).replace('torch.', '')
+            ctx.row('fused attention vs autograd', N=n, dtype=name, max_abs_diff=f'{worst:.2e}')
+            ctx.check(f'fused attention {name} output and gradient == autograd, N={n}', worst < bound,
+                      f'max |diff| {worst:.2e}')
 
 
 def step_backbones_float64(ctx: Context) -> None:
-    """Whole released-size backbones in float64 on the device and on the CPU (same weights): the outputs of
-    every stage agree to float64 rounding. (Rehearsal: the CPU's torch path against the CPU kernel.)"""
+    """Whole released-size backbones in float64 on the device, each device path (``FSLA_PATHS``), and on the
+    CPU (same weights): the outputs of every stage agree to float64 rounding. (Rehearsal: CPU paths against
+    the CPU kernel.)"""
     from boat_mm import BOATCSWinTransformer, BOATSwinTransformer
-    from boat_mm.models.layers.native_clustering import NATIVE_ENV
     for cls in (BOATSwinTransformer, BOATCSWinTransformer):
         torch.manual_seed(0)
         model = cls('tiny').double().eval()
@@ -235,17 +298,16 @@ def step_backbones_float64(ctx: Context) -> None:
             x = torch.randn(*shape[:1], 3, *shape[1:], dtype=torch.float64)
             with torch.no_grad():
                 reference = model(x)
-                os.environ[NATIVE_ENV] = '0'  # the device path: the torch clustering
-                try:
-                    on_device = [out.cpu() for out in model.to(ctx.device)(x.to(ctx.device))]
-                finally:
-                    del os.environ[NATIVE_ENV]
+                for path, setting in FSLA_PATHS.items():
+                    with fsla_path(setting):
+                        on_device = [out.cpu() for out in model.to(ctx.device)(x.to(ctx.device))]
                     model.cpu()
-            worst = max(float((a - b).abs().max()) for a, b in zip(reference, on_device))
-            ctx.row('float64 backbone outputs, device vs CPU', model=cls.__name__, input='x'.join(map(str, shape)),
-                    max_abs_diff=f'{worst:.2e}')
-            ctx.check(f'{cls.__name__} float64 device == CPU at {"x".join(map(str, shape))}', worst < 1e-10,
-                      f'max |diff| {worst:.2e}')
+                    worst = max(float((a - b).abs().max()) for a, b in zip(reference, on_device))
+                    size = 'x'.join(map(str, shape))
+                    ctx.row('float64 backbone outputs, device vs CPU', model=cls.__name__, path=path, input=size,
+                            max_abs_diff=f'{worst:.2e}')
+                    ctx.check(f'{cls.__name__} float64 device == CPU, {path}, at {size}', worst < 1e-10,
+                              f'max |diff| {worst:.2e}')
 
 
 def step_no_host_sync(ctx: Context) -> None:
@@ -300,44 +362,121 @@ def step_amp_training(ctx: Context) -> None:
             ctx.check(f'{dtype_name} training step of {cls.__name__} finite', finite, f'loss {float(loss):.4g}')
 
 
-def step_fsla_speed(ctx: Context) -> None:
-    """The FSLA module (C=96, 3 heads: BOAT-Swin-T stage 1) forward and forward+backward per token, fp32 and
-    bf16 autocast, and peak memory of a forward+backward."""
+def _fsla_workload(ctx: Context, n: int, batch: int, dtype_name: str):
+    """A seeded FSLA module (C=96, 3 heads: BOAT-Swin-T stage 1) on ``batch`` x ``n`` tokens: (forward,
+    forward+backward) callables."""
     from boat_mm import FeatureSpaceLocalAttention
     embed_dims, num_heads = 96, 3
+    side = int(round(n ** 0.5))
+    hw = (side, n // side) if side * (n // side) == n else (n, 1)
+    torch.manual_seed(0)
+    module = FeatureSpaceLocalAttention(embed_dims, num_heads).to(ctx.device)
+    x = torch.randn(batch, n, embed_dims, device=ctx.device, requires_grad=True)
+
+    def forward():
+        with torch.no_grad(), autocast(ctx, dtype_name):
+            module(x, hw)
+
+    def forward_backward():
+        with autocast(ctx, dtype_name):
+            out = module(x, hw)
+        out.float().sum().backward()
+    return forward, forward_backward
+
+
+def step_fsla_profile(ctx: Context) -> None:
+    """One FSLA forward+backward (fp32, ``profile_input``: 64x3136 on the GPU) per device path under
+    torch.profiler: device kernels launched, their summed device time, the host time of issuing them, the
+    wall time, and the top kernels by device time. (Rehearsal: the kernel census, aten ops + Triton launches.)"""
+    batch, n = ctx.sizes.profile_input
+    for path, setting in FSLA_PATHS.items():
+        with fsla_path(setting):
+            _, forward_backward = _fsla_workload(ctx, n, batch, 'fp32')
+            forward_backward()  # plans, kernels compiled
+            ctx.synchronize()
+            if ctx.device != 'cuda':
+                from boat_mm.analysis.kernel_census import count_kernels
+                with count_kernels() as ops:
+                    forward_backward()
+                ctx.row('FSLA profile, fwd+bwd fp32', path=path, input=f'{batch}x{n}', kernels=sum(ops.values()),
+                        top=', '.join(f'{name} {count}' for name, count in ops.most_common(PROFILE_TOP_KERNELS)))
+                continue
+            from torch.autograd import DeviceType
+            from torch.profiler import ProfilerActivity, profile
+            start = time.perf_counter()
+            forward_backward()
+            host_ms = (time.perf_counter() - start) * 1e3  # issuing the kernels: nothing in it waits for the GPU
+            ctx.synchronize()
+            wall_ms = median_ms(ctx, forward_backward)
+            with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+                forward_backward()
+                ctx.synchronize()
+            kernels = [e for e in prof.events() if e.device_type == DeviceType.CUDA
+                       and not e.name.startswith(('Memcpy', 'Memset'))]
+            per_name = {}
+            for event in kernels:
+                per_name[event.name] = per_name.get(event.name, 0.0) + event.time_range.elapsed_us()
+            top = sorted(per_name.items(), key=lambda item: -item[1])[:PROFILE_TOP_KERNELS]
+            ctx.row('FSLA profile, fwd+bwd fp32', path=path, input=f'{batch}x{n}', kernels=len(kernels),
+                    device_ms=round(sum(per_name.values()) / 1e3, 3), host_ms=round(host_ms, 3),
+                    wall_ms=round(wall_ms, 3),
+                    top=', '.join(f'{name[:60]} {us / 1e3:.3f} ms' for name, us in top))
+
+
+def step_fsla_speed(ctx: Context) -> None:
+    """The FSLA module (C=96, 3 heads: BOAT-Swin-T stage 1) forward and forward+backward, fp32 and bf16
+    autocast, per device path, and peak memory of a forward+backward."""
     for dtype_name in ('fp32', 'bf16'):
         for n in ctx.sizes.fsla_tokens:
-            if ctx.time_left() < MIN_STEP_S:
-                return
-            batch = max(1, ctx.sizes.fsla_total_tokens // n)
-            side = int(round(n ** 0.5))
-            torch.manual_seed(0)
-            module = FeatureSpaceLocalAttention(embed_dims, num_heads).to(ctx.device)
-            x = torch.randn(batch, n, embed_dims, device=ctx.device, requires_grad=True)
-
-            def forward():
-                with torch.no_grad(), autocast(ctx, dtype_name):
-                    module(x, (side, n // side))
-
-            def forward_backward():
-                with autocast(ctx, dtype_name):
-                    out = module(x, (side, n // side))
-                out.float().sum().backward()
-            tokens = batch * n
-            fwd, fwd_bwd = median_ms(ctx, forward), median_ms(ctx, forward_backward)
-            memory = peak_mb(ctx, forward_backward)
-            ctx.row('FSLA module', dtype=dtype_name, N=n, batch=batch, fwd_us_per_token=round(fwd * 1e3 / tokens, 4),
-                    fwd_bwd_us_per_token=round(fwd_bwd * 1e3 / tokens, 4), fwd_bwd_peak_MB=memory,
-                    KB_per_token=None if memory is None else round(memory * 1024 / tokens, 2))
+            for path, setting in FSLA_PATHS.items():
+                if ctx.time_left() < MIN_STEP_S:
+                    ctx.note(f'FSLA module: time box reached before {path} {dtype_name} N={n}')
+                    return
+                batch = max(1, ctx.sizes.fsla_total_tokens // n)
+                with fsla_path(setting):
+                    forward, forward_backward = _fsla_workload(ctx, n, batch, dtype_name)
+                    fwd, fwd_bwd = median_ms(ctx, forward), median_ms(ctx, forward_backward)
+                    memory = peak_mb(ctx, forward_backward)
+                tokens = batch * n
+                ctx.row('FSLA module', path=path, dtype=dtype_name, N=n, batch=batch, fwd_ms=round(fwd, 3),
+                        fwd_bwd_ms=round(fwd_bwd, 3), fwd_us_per_token=round(fwd * 1e3 / tokens, 4),
+                        fwd_bwd_us_per_token=round(fwd_bwd * 1e3 / tokens, 4), fwd_bwd_peak_MB=memory,
+                        KB_per_token=None if memory is None else round(memory * 1024 / tokens, 2))
 
 
-def _measure_backbone(ctx: Context, name: str, size: tuple, dtype_name: str, compiled: bool) -> dict:
+# How a backbone runs in the backbone steps: eager; eager with every training step replayed from CUDA graphs
+# (``torch.cuda.make_graphed_callables``, the fused kernels included: static shapes and no host syncs make a
+# step capturable); under ``torch.compile`` (which traces the torch ops: inductor fuses them itself).
+EAGER, GRAPHED, COMPILED = 'eager', 'CUDA graphs', 'torch.compile'
+BACKBONE_TABLES = {EAGER: 'backbones, eager', GRAPHED: 'backbones, CUDA graphs', COMPILED: 'backbones, torch.compile'}
+
+
+def _has_fsla(name: str) -> bool:
+    return name.startswith('BOAT')
+
+
+def _graphed_training_step(ctx: Context, model, x, dtype_name: str):
+    """``model``'s forward and backward captured as CUDA graphs (autocast inside, with its weight cache off, as
+    capture requires): a forward+backward callable that replays them."""
+    with autocast(ctx, dtype_name, cache_enabled=False):
+        graphed = torch.cuda.make_graphed_callables(model, (x,))
+
+    def forward_backward():
+        with autocast(ctx, dtype_name, cache_enabled=False):
+            outs = graphed(x)
+        sum(out.float().mean() for out in outs).backward()
+        model.zero_grad(set_to_none=True)
+    return forward_backward
+
+
+def _measure_backbone(ctx: Context, name: str, size: tuple, dtype_name: str, kind: str) -> dict:
     """One model at one input size and dtype: forward (eval, no grad) and forward+backward (train) median
-    ms and images/s, peak memory of a forward+backward; compiled, also the compile time (first calls)."""
+    ms and images/s, peak memory of a forward+backward; compiled, also the compile time (first calls); graphed,
+    the training step only, and its capture time."""
     batch, height, width = size
     torch.manual_seed(0)
     model = backbone_builders()[name]().to(ctx.device)
-    runner = torch.compile(model, backend=ctx.sizes.compile_backend, dynamic=False) if compiled else model
+    runner = torch.compile(model, backend=ctx.sizes.compile_backend, dynamic=False) if kind == COMPILED else model
     x = torch.randn(batch, 3, height, width, device=ctx.device)
 
     def forward():
@@ -349,12 +488,20 @@ def _measure_backbone(ctx: Context, name: str, size: tuple, dtype_name: str, com
             outs = runner(x)
         sum(out.float().mean() for out in outs).backward()
         model.zero_grad(set_to_none=True)
-    row = dict(model=name, dtype=dtype_name, input=f'{batch}x{height}x{width}')
-    for mode, fn, train in (('fwd', forward, False), ('fwd+bwd', forward_backward, True)):
-        if compiled and mode not in ctx.sizes.compile_modes:
+    row = dict(model=name, kind=kind, dtype=dtype_name, input=f'{batch}x{height}x{width}')
+    modes = (('fwd', forward, False), ('fwd+bwd', forward_backward, True))
+    if kind == GRAPHED:
+        model.train(True)
+        forward_backward()  # plans cached, kernels compiled: nothing of that may happen during the capture
+        ctx.synchronize()
+        start = time.time()
+        modes = (('fwd+bwd', _graphed_training_step(ctx, model, x, dtype_name), True),)
+        row['capture_s'] = round(time.time() - start, 1)
+    for mode, fn, train in modes:
+        if kind == COMPILED and mode not in ctx.sizes.compile_modes:
             continue
         model.train(train)
-        if compiled:
+        if kind == COMPILED:
             start = time.time()
             fn()  # compiles: eval and train are two graphs
             ctx.synchronize()
@@ -362,55 +509,80 @@ def _measure_backbone(ctx: Context, name: str, size: tuple, dtype_name: str, com
         milliseconds = median_ms(ctx, fn)
         row[f'{mode} ms'] = round(milliseconds, 2)
         row[f'{mode} img/s'] = round(batch / milliseconds * 1e3, 1)
-    row['fwd+bwd peak_MB'] = peak_mb(ctx, forward_backward)
+        if mode == 'fwd+bwd':
+            row['fwd+bwd peak_MB'] = peak_mb(ctx, fn)
     return row
 
 
-def _measure_backbones(ctx: Context, compiled: bool) -> None:
-    """Every model of the two pairs (bench_backbones.PAIRS) at every size and dtype, pairs completed first;
-    a measurement that raises is a failed check, and the next one runs."""
-    table = 'backbones, torch.compile' if compiled else 'backbones, eager'
+def _measure_backbones(ctx: Context, kind: str) -> None:
+    """Every model of the two pairs (bench_backbones.PAIRS) at every size and dtype, pairs completed first, the
+    BOAT models on each FSLA path where they run eager (compiled, they trace the torch ops; graphed, the fused
+    kernels are what is captured); a measurement that raises is a failed check, and the next one runs."""
+    table = BACKBONE_TABLES[kind]
     order = [name for pair in backbone_pairs().values() for name in pair]
-    if compiled and ctx.sizes.compile_models:
+    if kind == COMPILED and ctx.sizes.compile_models:
         order = [name for name in order if name in ctx.sizes.compile_models]
-    dtypes = ctx.sizes.compile_dtypes if compiled else ('fp32', 'bf16')
+    dtypes = ctx.sizes.compile_dtypes if kind == COMPILED else ('fp32', 'bf16')
     for size in ctx.sizes.backbone_inputs:
         for dtype_name in dtypes:
             for name in order:
-                label = f'{name} {dtype_name} {"x".join(map(str, size))}'
-                if ctx.time_left() < MIN_STEP_S:
-                    ctx.note(f'{table}: time box reached before {label}; the rest was not measured')
-                    return
-                if compiled:
-                    torch._dynamo.reset()
-                try:
-                    ctx.row(table, **_measure_backbone(ctx, name, size, dtype_name, compiled))
-                except Exception as error:  # recorded, and the next model runs
-                    ctx.check(f'{table}: {label} ran', False, f'{type(error).__name__}: {str(error)[:300]}')
+                if not _has_fsla(name) or kind == COMPILED:
+                    paths = {'-': None}
+                elif kind == GRAPHED:
+                    paths = {'fused Triton': FSLA_PATHS['fused Triton']}
+                else:
+                    paths = FSLA_PATHS
+                for path, setting in paths.items():
+                    label = f'{name} {dtype_name} {"x".join(map(str, size))}{"" if setting is None else " " + path}'
+                    if ctx.time_left() < MIN_STEP_S:
+                        ctx.note(f'{table}: time box reached before {label}; the rest was not measured')
+                        return
+                    if kind == COMPILED:
+                        torch._dynamo.reset()
+                    try:
+                        with fsla_path(setting) if setting is not None else nullcontext():
+                            row = _measure_backbone(ctx, name, size, dtype_name, kind)
+                        ctx.row(table, **dict(row, path=path))
+                    except Exception as error:  # recorded, and the next model runs
+                        ctx.check(f'{table}: {label} ran', False, f'{type(error).__name__}: {str(error)[:300]}')
 
 
 def step_backbones_eager(ctx: Context) -> None:
     """BOAT-Swin-T vs mmpretrain's Swin-T and BOAT-CSWin-T vs FSLA off, eager, fp32 (TF32 as PyTorch's
-    defaults) and bf16 autocast."""
-    _measure_backbones(ctx, compiled=False)
+    defaults) and bf16 autocast; the BOAT models on the torch ops and on the fused kernels."""
+    _measure_backbones(ctx, EAGER)
+
+
+def step_backbones_graphed(ctx: Context) -> None:
+    """The training step (forward+backward) of the same models replayed from CUDA graphs, BOAT on the fused
+    kernels: what is left of launch overhead once no kernel is launched from Python."""
+    if ctx.device != 'cuda':
+        ctx.check('CUDA graphs capture the training steps', None, 'CUDA graphs exist on CUDA only')
+        return
+    _measure_backbones(ctx, GRAPHED)
 
 
 def step_backbones_compiled(ctx: Context) -> None:
     """The same models under ``torch.compile(dynamic=False)`` (inductor on the GPU)."""
-    _measure_backbones(ctx, compiled=True)
+    _measure_backbones(ctx, COMPILED)
 
 
 # name -> (function, time box in seconds on the GPU). The boxes add up to more than the budget on purpose:
 # each step gets min(its box, the time left), and the compiled models (last) take what the others leave.
+# Ordered by what the second edition must tell first (issue 32): exactness of the fused kernels, their kernel
+# count, the eager and graphed ratios; amp_training (all finite on the H200) comes last.
 STEPS = {
-    'environment': (step_environment, 45),
-    'clusters': (step_clusters, 45),
-    'backbones_float64': (step_backbones_float64, 45),
-    'no_host_sync': (step_no_host_sync, 30),
-    'amp_training': (step_amp_training, 45),
-    'fsla_speed': (step_fsla_speed, 45),
-    'backbones_eager': (step_backbones_eager, 90),
-    'backbones_compiled': (step_backbones_compiled, 240),
+    'environment': (step_environment, 30),
+    'fused_attention': (step_fused_attention, 30),
+    'clusters': (step_clusters, 50),
+    'backbones_float64': (step_backbones_float64, 30),
+    'no_host_sync': (step_no_host_sync, 25),
+    'fsla_profile': (step_fsla_profile, 30),
+    'backbones_eager': (step_backbones_eager, 110),
+    'backbones_graphed': (step_backbones_graphed, 60),
+    'fsla_speed': (step_fsla_speed, 35),
+    'backbones_compiled': (step_backbones_compiled, 120),
+    'amp_training': (step_amp_training, 35),
 }
 
 
@@ -434,8 +606,12 @@ def run_step(name: str, args) -> dict:
         command.append('--rehearse')
     start = time.time()
     try:
-        process = subprocess.run(command, capture_output=True, text=True, timeout=limit,
-                                 env={**os.environ, 'PYTHONUNBUFFERED': '1'})
+        env = {**os.environ, 'PYTHONUNBUFFERED': '1'}
+        if args.rehearse:  # the fused kernels on CPU tensors: Triton's interpreter, chosen at triton's import
+            env['TRITON_INTERPRET'] = '1'
+        else:
+            env.pop('TRITON_INTERPRET', None)
+        process = subprocess.run(command, capture_output=True, text=True, timeout=limit, env=env)
         output, code = process.stdout + process.stderr, process.returncode
         record['status'] = 'ok' if code == 0 else f'failed (exit {code})'
     except subprocess.TimeoutExpired as expired:
@@ -455,15 +631,17 @@ def run_step(name: str, args) -> dict:
 
 
 def pair_ratios(rows: list) -> list:
-    """BOAT / baseline ratios of each pair, per input, dtype and mode, from the backbone rows."""
-    by_key = {(r['model'], r['dtype'], r['input']): r for r in rows}
+    """BOAT / baseline ratios of each pair, per input, dtype, mode and FSLA path, from the backbone rows of one
+    kind (eager, graphed, compiled): each BOAT row against its baseline's row of the same kind."""
+    bases = [base for _, base in backbone_pairs().values()]
+    baselines = {(r['model'], r['dtype'], r['input']): r for r in rows if r['model'] in bases}
     ratios = []
     for boat, base in backbone_pairs().values():
-        for (model, dtype, size), row in by_key.items():
-            other = by_key.get((base, dtype, size))
-            if model != boat or other is None:
+        for row in rows:
+            other = baselines.get((base, row['dtype'], row['input']))
+            if row['model'] != boat or other is None:
                 continue
-            entry = dict(pair=f'{boat} / {base}', dtype=dtype, input=size)
+            entry = dict(pair=f'{boat} / {base}', path=row.get('path', '-'), dtype=row['dtype'], input=row['input'])
             for mode in ('fwd', 'fwd+bwd'):
                 if f'{mode} ms' in row and f'{mode} ms' in other:
                     entry[f'{mode} time ratio'] = round(row[f'{mode} ms'] / other[f'{mode} ms'], 2)
@@ -485,7 +663,7 @@ def summarise(records: list, args) -> dict:
                 checks.append(dict(entry, step=record['step']))
             else:
                 tables.setdefault(entry['table'], []).append(entry['row'])
-    for table in ('backbones, eager', 'backbones, torch.compile'):
+    for table in BACKBONE_TABLES.values():
         if table in tables:
             tables[f'{table}: ratios'] = pair_ratios(tables[table])
     for record in records:
@@ -568,8 +746,8 @@ def main(argv=None) -> int:
               file=sys.stderr)
         return 2
     args.budget_s = args.budget_s or (REHEARSAL_BUDGET_S if args.rehearse else TOTAL_BUDGET_S)
-    if args.rehearse and args.box_scale is None:
-        args.box_scale = args.budget_s / TOTAL_BUDGET_S
+    if args.rehearse and args.box_scale is None:  # the GPU's boxes: the interpreter's small sizes need as long
+        args.box_scale = 1.0
     args.started = time.time()
     args.deadline = args.started + args.budget_s
     os.makedirs(args.out, exist_ok=True)

@@ -37,7 +37,8 @@ NO_KERNEL_OPS = frozenset({'empty', 'empty_strided', 'empty_like', 'new_empty', 
 
 
 class KernelCounter(TorchDispatchMode):
-    """Counts the kernel-launching aten ops (by name) dispatched while active."""
+    """Counts the kernel-launching aten ops (by name) dispatched while active, except those of the Triton
+    interpreter's argument copies during a launch."""
 
     def __init__(self):
         super().__init__()
@@ -45,7 +46,7 @@ class KernelCounter(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         name = func.overloadpacket.__name__
-        if not func.is_view and name not in NO_KERNEL_OPS:
+        if not func.is_view and name not in NO_KERNEL_OPS and not triton_kernels.LAUNCH_COUNTER.inside:
             self.ops[name] += 1
         return func(*args, **(kwargs or {}))
 

@@ -12,6 +12,7 @@ import torch
 import yaml
 from conftest import REPO  # noqa: E402
 
+from boat_mm.models.layers import triton_kernels
 from boat_mm.utils.torch_features import TORCH_VERSION
 
 
@@ -88,19 +89,30 @@ def test_gpu_check_rehearsal_runs_every_step_on_cpu(tmp_path):
     assert [(s['step'], s['status']) for s in summary['steps']] == [(name, 'ok') for name in STEPS]
     checks = {c['check']: c['ok'] for c in summary['checks']}
     assert checks['boat_mm registered in mmpretrain'] and not [name for name, ok in checks.items() if ok is False]
+    paths = ('torch ops', 'fused Triton')
     for n in (825, 196):
-        assert checks[f'clusters float64 device == CPU, N={n}']
-        assert checks[f'clusters float32 tie-free device == float64, N={n}']
+        for path in paths:
+            assert checks[f'clusters float64 device == CPU, {path}, N={n}']
+            assert checks[f'clusters float32 tie-free device == float64, {path}, N={n}']
+    for n in (196, 825, 1):
+        for dtype in ('float64', 'float32'):
+            assert checks[f'fused attention {dtype} output and gradient == autograd, N={n}']
     for cls in ('BOATSwinTransformer', 'BOATCSWinTransformer'):
-        assert checks[f'{cls} float64 device == CPU at 1x49x67']
+        for path in paths:
+            assert checks[f'{cls} float64 device == CPU, {path}, at 1x49x67']
         assert checks[f'fp16 training step of {cls} finite'] and checks[f'bf16 training step of {cls} finite']
         assert checks[f'no host sync: {cls} forward, 1x3x97x131'] is None  # CUDA only, but the forward ran
+    assert checks['CUDA graphs capture the training steps'] is None
     tables = summary['tables']
-    assert [(r['dtype'], r['N']) for r in tables['FSLA module']] == [('fp32', 196), ('fp32', 784), ('bf16', 196),
-                                                                      ('bf16', 784)]
+    assert [(r['path'], r['dtype'], r['N']) for r in tables['FSLA module']] == [
+        (path, dtype, 196) for dtype in ('fp32', 'bf16') for path in paths]
+    profile = {r['path']: r['kernels'] for r in tables['FSLA profile, fwd+bwd fp32']}
+    assert profile['fused Triton'] < profile['torch ops'] / 4
     eager = tables['backbones, eager']
-    assert len(eager) == 8 and all(r['fwd ms'] > 0 and r['fwd+bwd img/s'] > 0 for r in eager)
-    assert {r['pair'].split(' / ')[0] for r in tables['backbones, eager: ratios']} == {'BOAT-Swin-T', 'BOAT-CSWin-T'}
+    assert len(eager) == 12 and all(r['fwd ms'] > 0 and r['fwd+bwd img/s'] > 0 for r in eager)
+    ratios = tables['backbones, eager: ratios']
+    assert {(r['pair'].split(' / ')[0], r['path']) for r in ratios} == {
+        (boat, path) for boat in ('BOAT-Swin-T', 'BOAT-CSWin-T') for path in paths}
     assert [r['model'] for r in tables['backbones, torch.compile']] == ['BOAT-Swin-T', 'BOAT-CSWin-T']
     report = (tmp_path / 'gpu_check.md').read_text()
     assert all(f'| {name} | ok |' in report for name in STEPS) and '## backbones, eager: ratios' in report
@@ -111,9 +123,24 @@ def test_gpu_check_records_a_step_cut_by_its_time_box_and_runs_the_next(tmp_path
     result, summary = _gpu_check(tmp_path, '--steps', 'backbones_eager', 'environment', '--box-scale', '0.001')
     assert result.returncode == 1  # not every step ok
     statuses = [s['status'] for s in summary['steps']]
-    assert statuses[0].startswith('timed out') and statuses[1].startswith('timed out')  # boxes of 0.09 and 0.045 s
+    assert statuses[0].startswith('timed out') and statuses[1].startswith('timed out')  # boxes of 0.11 and 0.03 s
     assert 'killed at its time box' in (tmp_path / 'gpu_check.log').read_text()
     assert 'cut by its time box' in (tmp_path / 'gpu_check.md').read_text()
+
+
+@pytest.mark.skipif(triton_kernels.TRITON_VERSION < triton_kernels.MIN_TRITON,
+                    reason=f'the fused kernels need triton >= 3.0, this has {triton_kernels.TRITON_VERSION}')
+def test_bench_kernel_census_prints_both_paths_within_targets():
+    out = run(['benchmarks/bench_kernel_census.py', '--tokens', '1024', '3136'])
+    counts = {}
+    for line in out.splitlines():
+        cells = [c.strip() for c in line.strip('|').split('|')]
+        if len(cells) == 5 and cells[2] in ('torch', 'triton'):
+            counts[int(cells[0]), cells[2]] = int(cells[3]), int(cells[4])
+    assert set(counts) == {(n, path) for n in (1024, 3136) for path in ('torch', 'triton')}
+    for n in (1024, 3136):
+        assert counts[n, 'triton'][0] <= 40 and counts[n, 'triton'][1] <= 30
+        assert counts[n, 'torch'][0] > 4 * counts[n, 'triton'][0]
 
 
 def test_bench_deploy_prints_runtimes_and_parity():

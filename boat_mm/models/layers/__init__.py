@@ -1,5 +1,7 @@
-"""The layers of BOAT: feature-space local attention (``feature_space_attention``, what makes BOAT BOAT),
-its fused CPU clustering kernel (``native_clustering`` + ``csrc/``) and the transformer layers both
+"""The layers of BOAT: feature-space local attention (``feature_space_attention``, what makes BOAT BOAT), built
+from its clustering (``clustering``: plans, the torch implementation, the one switch ``kernel_choice``) and its
+attention within clusters (``cluster_attention``), each also as fused kernels: for the CPU in C++
+(``native_clustering`` + ``csrc/``), for CUDA in Triton (``triton_kernels``); and the transformer layers both
 backbones share (``transformer_layers``, whose names this package also exports)."""
 from .feature_space_attention import FeatureSpaceLocalAttention
 from .transformer_layers import (

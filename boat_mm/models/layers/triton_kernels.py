@@ -60,18 +60,24 @@ MIN_DOT_DIM = 16
 class LaunchCounter:
     """Counts the Triton launches of this module (the kernel census adds them to the aten kernels). With
     ``dry`` set, launches are counted and skipped: the census of shapes that the interpreter would take
-    minutes for (the count does not depend on the data: no launch is conditional on values)."""
+    minutes for (the count does not depend on the data: no launch is conditional on values). ``inside`` is
+    True during a launch: the interpreter's own host copies of the arguments are no device kernels."""
 
     def __init__(self):
         self.count = 0
         self.active = False
         self.dry = False
+        self.inside = False
 
     def launch(self, kernel, grid, *args, **meta):
         if self.active:
             self.count += 1
         if not self.dry:
-            kernel[grid](*args, **meta)
+            self.inside = True
+            try:
+                kernel[grid](*args, **meta)
+            finally:
+                self.inside = False
 
 
 LAUNCH_COUNTER = LaunchCounter()
