@@ -17,6 +17,7 @@ from mmengine.config import Config, ConfigDict, DictAction  # noqa: F401  (DictA
 from ..utils.datasets import check_datasets
 from ..utils.model_builder import replace_sync_bn
 from ..utils.setup_env import RETAIN_ENV, enable_cpu_distributed, retain_freed_memory
+from .optimizers.cpu_amp_optim_wrapper import CPU_AMP_DTYPES, CPUAmpOptimWrapper
 
 __all__ = ['add_common_args', 'parse_common', 'load_config', 'adapt_cfg_to_device', 'build_runner', 'prepare',
            'enable_auto_scale_lr', 'disable_validation', 'latest_checkpoint', 'missing_files_reported',
@@ -89,6 +90,8 @@ def adapt_cfg_to_device(cfg: Config) -> List[str]:
     - SyncBN has no CPU kernel: SyncBN -> BN in the model.
     - Distributed runs use the gloo backend and DDP without ``device_ids``.
     - The process keeps freed memory for reuse (``boat_mm.utils.setup_env``, glibc only).
+    - bf16 ``AmpOptimWrapper`` (the ``*_bf16.py`` configs) -> ``CPUAmpOptimWrapper`` (the same autocast, no
+      loss scaler); fp16 needs CUDA's loss scaler: a ValueError that says so.
     """
     if torch.cuda.is_available():
         return []
@@ -97,6 +100,9 @@ def adapt_cfg_to_device(cfg: Config) -> List[str]:
     allocator = retain_freed_memory()
     if allocator:
         changes.append(f'{allocator}; {RETAIN_ENV}=0 to keep the defaults')
+    amp = _cpu_amp(cfg)
+    if amp:
+        changes.append(amp)
     replaced = replace_sync_bn(cfg.model)
     if replaced:
         changes.append(f'SyncBN -> BN in {replaced} place(s) (no CUDA)')
@@ -111,6 +117,18 @@ def adapt_cfg_to_device(cfg: Config) -> List[str]:
         cfg.model_wrapper_cfg = wrapper
         changes.append('distributed on CPU: gloo backend, DDP without device_ids')
     return changes
+
+
+def _cpu_amp(cfg: Config) -> Optional[str]:
+    wrapper = cfg.get('optim_wrapper')
+    if not wrapper or wrapper.get('type') != 'AmpOptimWrapper':
+        return None
+    dtype = str(wrapper.get('dtype') or 'float16').replace('torch.', '')  # AmpOptimWrapper's default: float16
+    if dtype not in CPU_AMP_DTYPES:
+        raise ValueError(f'{dtype} mixed precision (AmpOptimWrapper) needs a CUDA GPU for its loss scaler; '
+                         f'without one, train in {" or ".join(CPU_AMP_DTYPES)} (the *_bf16.py configs) or fp32')
+    wrapper.type = CPUAmpOptimWrapper.__name__
+    return f'AmpOptimWrapper ({dtype}) -> {CPUAmpOptimWrapper.__name__} (no CUDA: {dtype} autocast on the CPU)'
 
 
 def build_runner(cfg: Config):

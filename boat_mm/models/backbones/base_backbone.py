@@ -53,9 +53,36 @@ def stages_frozen_by(frozen_stages: int) -> int:
 
 
 class BOATBackbone(BaseModule):
-    """Base of the BOAT backbones: argument checks, ``norm{i}`` outputs, freezing, ``norm_eval``, init.
+    """Base of the BOAT backbones: argument checks, ``norm{i}`` outputs, freezing, ``norm_eval``, init, layer
+    depths for layer-wise lr decay.
 
-    Subclasses build ``self.patch_embed`` and ``self.stages`` and call ``_add_output_norms``."""
+    Subclasses build ``self.patch_embed`` and ``self.stages`` (each with ``blocks`` and an optional
+    ``downsample``) and call ``_add_output_norms``."""
+
+    # Whether a stage's ``downsample`` runs before its blocks (CSWin's convolution between stages) or after
+    # them (Swin's patch merging): a merge takes the depth of the last block before it.
+    downsample_before_blocks = False
+
+    def get_layer_depth(self, param_name: str, prefix: str = '') -> Tuple[int, int]:
+        """(depth of ``param_name``, number of depths), mmpretrain's meaning (its Swin's ``get_layer_depth``),
+        for layer-wise lr decay (mmpretrain's ``LearningRateDecayOptimWrapperConstructor``): the patch
+        embedding at depth 0, block j of all blocks at depth j + 1 (its FSLA and norms with it), a merge at the
+        depth of the last block before it, everything else (the output norms ``norm{i}``, and names outside
+        ``prefix``: necks, heads) at the last depth, ``sum(depths) + 1``."""
+        depths = [len(stage.blocks) for stage in self.stages]
+        num_layers = sum(depths) + 2
+        if not param_name.startswith(prefix):
+            return num_layers - 1, num_layers
+        parts = param_name[len(prefix):].split('.')
+        if parts[0] == 'patch_embed':
+            return 0, num_layers
+        if parts[0] == 'stages' and len(parts) > 3 and parts[2] == 'blocks':
+            stage = int(parts[1])
+            return sum(depths[:stage]) + int(parts[3]) + 1, num_layers
+        if parts[0] == 'stages' and len(parts) > 2 and parts[2] == 'downsample':
+            stage = int(parts[1])
+            return sum(depths[:stage] if self.downsample_before_blocks else depths[:stage + 1]), num_layers
+        return num_layers - 1, num_layers
 
     def _setup_outputs(self, num_features: Sequence[int], out_indices: Union[None, int, Sequence[int]],
                        frozen_stages: int, norm_eval: bool, in_channels: int) -> None:

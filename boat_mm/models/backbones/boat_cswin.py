@@ -215,6 +215,7 @@ class BOATCSWinTransformer(BOATBackbone):
                                             split_sizes=(1, 2, 7, 7))),
     }
     essential_keys = ('embed_dims', 'depths', 'num_heads', 'split_sizes')
+    downsample_before_blocks = True  # each stage after the first starts with its strided convolution
     default_fsla_cfg = dict(cluster_size=DEFAULT_CLUSTER_SIZE, overlap=DEFAULT_OVERLAP,
                             kmeans_iters=DEFAULT_KMEANS_ITERS, temperature=DEFAULT_TEMPERATURE,
                             qk_scale=RELEASED_CSWIN_FSLA_SCALE)
