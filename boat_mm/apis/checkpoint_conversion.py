@@ -23,6 +23,7 @@ from ..models.utils.ckpt_convert import (
     detect_family,
     detect_layout,
     load_released_checkpoint,
+    resize_relative_position_tables,
 )
 from ..utils.file_io import save_checkpoint_atomic
 
@@ -165,16 +166,25 @@ def new_parameter_names(backbone_cfg: dict, converted: Dict[str, torch.Tensor]) 
 
 def convert_checkpoint(src: str, dst: str, use_ema: bool = False, new_fsla: bool = False,
                        num_heads: Optional[Sequence[int]] = None,
-                       split_sizes: Optional[Sequence[int]] = None) -> Dict:
+                       split_sizes: Optional[Sequence[int]] = None, window_size: Optional[int] = None) -> Dict:
     """Convert a checkpoint file of the family into an mmengine-style one; returns a summary with the
     backbone config that loads it. ``new_fsla``: the source has no FSLA (official Swin / CSWin, OpenMMLab
     Swin) and is meant for BOAT with FSLA freshly initialised: the config switches FSLA on (released
-    stages) and the summary lists the new parameters."""
+    stages) and the summary lists the new parameters. ``window_size``: a Swin checkpoint's relative position
+    bias tables resized (bicubic) for that window, e.g. 12 to fine-tune at 384 from window-7 weights."""
     state_dict = load_released_checkpoint(src, use_ema)
     layout = detect_layout(state_dict)
     family = detect_family(state_dict)
     converted = convert_state_dict(state_dict)
     backbone_cfg, notes = _infer_from_converted(family, converted, num_heads, split_sizes)
+    if window_size is not None and window_size != backbone_cfg.get('window_size'):
+        if family == CSWIN:
+            raise ValueError('--window-size is for Swin checkpoints: CSWin has no relative position table '
+                             '(its positional term, LePE, is a convolution that fits any stripe)')
+        resized = resize_relative_position_tables(converted, window_size)
+        notes.append(f'resized {len(resized)} relative_position_bias_table tensors from window '
+                     f'{backbone_cfg["window_size"]} to window {window_size} (bicubic)')
+        backbone_cfg['window_size'] = window_size
     new_parameters = []
     if new_fsla:
         if backbone_cfg['fsla_stages']:

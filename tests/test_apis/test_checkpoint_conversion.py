@@ -418,3 +418,28 @@ def test_cli_plain_weights_fsla_off_or_new(tmp_path, kind):
         'tiny', out_indices=plain.out_indices)
     assert expected_new in listed and set(listed) == set(boat.state_dict()) - set(backbone_state_dict(converted))
     assert all('fsla' in k for k in listed)
+
+
+def test_converter_resizes_swin_tables_for_another_window(tmp_path, swin_tiny_state):
+    """--window-size 12: released window-7 BOAT-Swin weights for fine-tuning at 384; the config line says
+    window_size=12 and the converted checkpoint loads into that backbone with every tensor."""
+    src, dst = tmp_path / 'released.pth', tmp_path / 'window12.pth'
+    torch.save(swin_tiny_state, str(src))
+    result = subprocess.run([sys.executable, 'tools/model_converters/boat2mm.py', str(src), str(dst),
+                             '--window-size', '12'], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert 'relative_position_bias_table tensors from window 7 to window 12 (bicubic)' in result.stdout
+    assert 'window_size=12' in result.stdout
+    backbone = BOATSwinTransformer('tiny', window_size=12,
+                                   init_cfg=dict(type='Pretrained', checkpoint=str(dst), prefix='backbone.'))
+    backbone.init_weights()
+    assert backbone.stages[0].blocks[0].attn.relative_position_bias_table.shape == (23 * 23, 3)
+    expected = swin_tiny_state['layers.1.blocks.1.attnC.qkv.weight']
+    assert torch.equal(backbone.stages[1].blocks[1].fsla.qkv.weight, expected)
+
+
+def test_converter_window_size_is_for_swin_only(tmp_path, cswin_tiny_state):
+    src = tmp_path / 'cswin.pth'
+    torch.save(cswin_tiny_state, str(src))
+    with pytest.raises(ValueError, match='CSWin has no relative position table'):
+        convert_checkpoint(str(src), str(tmp_path / 'out.pth'), window_size=12)

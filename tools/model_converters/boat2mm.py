@@ -29,10 +29,14 @@ def main(argv=None):
                         help='plain Swin / CSWin weights for BOAT: FSLA switched on and freshly initialised')
     parser.add_argument('--num-heads', type=int, nargs='+', help='CSWin heads per stage (not in the weights)')
     parser.add_argument('--split-sizes', type=int, nargs='+', help='CSWin stripe widths per stage (not in the weights)')
+    parser.add_argument('--window-size', type=int,
+                        help='Swin: resize the relative position bias tables (bicubic) for this window, e.g. 12 '
+                             'to fine-tune at 384 from window-7 weights')
     args = parser.parse_args(argv)
     try:
         summary = convert_checkpoint(args.src, args.dst, args.ema, new_fsla=args.new_fsla,
-                                     num_heads=args.num_heads, split_sizes=args.split_sizes)
+                                     num_heads=args.num_heads, split_sizes=args.split_sizes,
+                                     window_size=args.window_size)
     except (ValueError, FileNotFoundError, RuntimeError, pickle.UnpicklingError) as error:
         sys.exit(f'error: {error}')
     print(f"converted {summary['description']} ({summary['family']}-{summary['arch']})"

@@ -13,7 +13,13 @@ from mmengine.model.weight_init import trunc_normal_
 
 from ..layers.feature_space_attention import FeatureSpaceLocalAttention
 from ..layers.transformer_layers import NORM_LAYERS, DropPath, Mlp, freeze, tokens_to_nchw
-from ..utils.ckpt_convert import BOAT_MM, pretrained_backbone_weights
+from ..utils.ckpt_convert import (
+    BOAT_MM,
+    RELATIVE_TABLE_SUFFIX,
+    pretrained_backbone_weights,
+    resize_relative_position_tables,
+    table_window_size,
+)
 from ..utils.toolbox_args import resolve_fsla_cfg, resolve_fsla_stages
 
 __all__ = ['BOATBackbone', 'BilateralBlock', 'default_out_indices', 'stages_frozen_by']
@@ -173,6 +179,7 @@ class BOATBackbone(BaseModule):
         does not fit is an error naming it, never silently dropped."""
         weights, layout = pretrained_backbone_weights(path, prefix)
         own = self.state_dict()
+        resize_note = self._resize_window_tables(weights, own)
         unused_norms = [k for k in weights if k not in own and re.match(r'^norm\d+\.', k)]
         unexpected = [k for k in weights if k not in own and k not in unused_norms]
         mismatched = [f'{k}: checkpoint {tuple(weights[k].shape)}, model {tuple(own[k].shape)}'
@@ -190,6 +197,21 @@ class BOATBackbone(BaseModule):
                   f'parameters not in the checkpoint keep their fresh initialisation: {", ".join(new) or "none"}'
                   + (f'; skipped output norms this backbone does not build: {", ".join(unused_norms)}'
                      if unused_norms else ''), logger='current', level=logging.INFO)
+        if resize_note:
+            print_log(f'{type(self).__name__}: {resize_note}', logger='current', level=logging.INFO)
+
+    @staticmethod
+    def _resize_window_tables(weights: dict, own: dict) -> Optional[str]:
+        """Checkpoint relative position bias tables for another Swin window than this backbone's: resized
+        bicubically to this window (``ckpt_convert.resize_relative_position_tables``); returns the log line."""
+        mine = [k for k in own if k.endswith(RELATIVE_TABLE_SUFFIX)]
+        if not mine or not any(k in weights and weights[k].shape[0] != own[k].shape[0] for k in mine):
+            return None
+        target = table_window_size(own[mine[0]])
+        sources = sorted({table_window_size(weights[k]) for k in mine if k in weights})
+        resized = resize_relative_position_tables(weights, target)
+        return (f'resized {len(resized)} relative_position_bias_table tensors from window '
+                f'{"/".join(map(str, sources))} to window {target} (bicubic)')
 
     def _init_fresh_weights(self) -> None:
         for module in self.modules():

@@ -23,13 +23,15 @@ from collections import OrderedDict
 from typing import Dict, List, Optional, Tuple
 
 import torch
+import torch.nn.functional as F
 
 from ...utils.checkpoint import load_checkpoint_file
 
 __all__ = ['detect_layout', 'detect_family', 'convert_state_dict', 'convert_boat_state_dict',
            'convert_toolbox_swin_state_dict', 'backbone_state_dict', 'pretrained_backbone_weights',
            'load_released_checkpoint', 'RELEASED_CHECKPOINT_EXTRA_GLOBALS', 'SWIN', 'CSWIN', 'TOOLBOX_SWIN',
-           'BOAT_MM', 'BACKBONE_TYPES', 'BACKBONE_PREFIX', 'RELEASED_NUM_STAGES']
+           'BOAT_MM', 'BACKBONE_TYPES', 'BACKBONE_PREFIX', 'RELEASED_NUM_STAGES', 'resize_relative_position_tables',
+           'table_window_size', 'RELATIVE_TABLE_SUFFIX']
 
 SWIN, CSWIN, TOOLBOX_SWIN, BOAT_MM = 'boat_swin', 'boat_cswin', 'toolbox_swin', 'boat_mm'
 BACKBONE_TYPES = {SWIN: 'BOATSwinTransformer', CSWIN: 'BOATCSWinTransformer'}
@@ -229,3 +231,34 @@ def load_released_checkpoint(path: str, use_ema: bool = False) -> Dict[str, torc
         return checkpoint
     raise ValueError(f'{path}: found top-level keys {sorted(checkpoint)[:10]}; expected a checkpoint '
                      "('model', 'state_dict'/'state_dict_ema', or a bare state dict)")
+
+
+RELATIVE_TABLE_SUFFIX = 'relative_position_bias_table'
+
+
+def table_window_size(table: torch.Tensor) -> int:
+    """The Swin window w of a relative position bias table of (2w - 1) ** 2 rows."""
+    side = int(round(table.shape[0] ** 0.5))
+    if side * side != table.shape[0] or side % 2 != 1:
+        raise ValueError(f'a relative position bias table has (2w - 1)^2 rows, got {table.shape[0]}')
+    return (side + 1) // 2
+
+
+def resize_relative_position_tables(weights: Dict[str, torch.Tensor], window_size: int) -> List[str]:
+    """Resize, in place, every Swin relative position bias table of ``weights`` that is not for windows of
+    ``window_size`` (fine-tuning at another resolution: 224 -> 384 takes the window from 7 to 12): each head's
+    (2w - 1) x (2w - 1) grid of biases is resampled bicubically (align_corners=False) to the new grid, as
+    official Swin, mmdet's and mmseg's Swin do. (The index buffers are no checkpoint content: each block
+    rebuilds its own from its window.) Returns the keys resized."""
+    side = 2 * window_size - 1
+    resized = []
+    for key, table in weights.items():
+        if not key.endswith(RELATIVE_TABLE_SUFFIX) or table.shape[0] == side * side:
+            continue
+        source = 2 * table_window_size(table) - 1
+        heads = table.shape[1]
+        grid = table.t().reshape(1, heads, source, source).to(torch.float64)
+        grid = F.interpolate(grid, size=(side, side), mode='bicubic', align_corners=False)
+        weights[key] = grid.reshape(heads, side * side).t().to(table.dtype).contiguous()
+        resized.append(key)
+    return resized
