@@ -45,6 +45,15 @@ FSLA_PATHS = {'torch ops': '0', 'fused Triton': 'triton'}
 PROFILE_TOP_KERNELS = 10
 
 
+def fsla_paths(ctx) -> dict:
+    """``FSLA_PATHS`` that can run on this device: without a GPU the fused path needs Triton's interpreter at
+    ``triton_kernels.MIN_INTERPRETER_TRITON`` (the image's triton 3.6 runs it on CUDA only)."""
+    from boat_mm.models.layers import triton_kernels
+    if triton_kernels.triton_available(torch.device(ctx.device)):
+        return FSLA_PATHS
+    return {name: setting for name, setting in fsla_paths(ctx).items() if setting != 'triton'}
+
+
 class Sizes:
     """What each step measures: the GPU's sizes (the issue's, what users train with) or the rehearsal's."""
 
@@ -240,7 +249,7 @@ def step_clusters(ctx: Context) -> None:
             tie_free = None
             ctx.note(f'clusters N={n}: no float32 tie-free comparison ({error}); float64 and the moved share '
                      'are the comparison at this size')
-        for path, setting in FSLA_PATHS.items():
+        for path, setting in fsla_paths(ctx).items():
             def on_device(q):  # the device path's clustering on the device, brought back
                 with fsla_path(setting):
                     return balanced_hierarchical_clustering(q.to(device), device_plan).cpu()
@@ -262,6 +271,10 @@ def step_fused_attention(ctx: Context) -> None:
     gradient to rounding, float32 (IEEE products) within float32 rounding."""
     from boat_mm.models.layers import cluster_attention, triton_kernels
     from boat_mm.models.layers.clustering import balanced_hierarchical_clustering, plan_clusters
+    if not triton_kernels.triton_available(torch.device(ctx.device)):
+        ctx.note(f'fused kernels not run: triton {triton_kernels.TRITON_VERSION} cannot run them on {ctx.device} '
+                 f'(the interpreter needs {triton_kernels.MIN_INTERPRETER_TRITON}); the torch path only')
+        return
     heads, head_dims = 3, 32
     for n in ctx.sizes.attention_tokens:
         plan = plan_clusters(n, device=ctx.device)
@@ -298,7 +311,7 @@ def step_backbones_float64(ctx: Context) -> None:
             x = torch.randn(*shape[:1], 3, *shape[1:], dtype=torch.float64)
             with torch.no_grad():
                 reference = model(x)
-                for path, setting in FSLA_PATHS.items():
+                for path, setting in fsla_paths(ctx).items():
                     with fsla_path(setting):
                         on_device = [out.cpu() for out in model.to(ctx.device)(x.to(ctx.device))]
                     model.cpu()
@@ -389,7 +402,7 @@ def step_fsla_profile(ctx: Context) -> None:
     torch.profiler: device kernels launched, their summed device time, the host time of issuing them, the
     wall time, and the top kernels by device time. (Rehearsal: the kernel census, aten ops + Triton launches.)"""
     batch, n = ctx.sizes.profile_input
-    for path, setting in FSLA_PATHS.items():
+    for path, setting in fsla_paths(ctx).items():
         with fsla_path(setting):
             _, forward_backward = _fsla_workload(ctx, n, batch, 'fp32')
             forward_backward()  # plans, kernels compiled
@@ -428,7 +441,7 @@ def step_fsla_speed(ctx: Context) -> None:
     autocast, per device path, and peak memory of a forward+backward."""
     for dtype_name in ('fp32', 'bf16'):
         for n in ctx.sizes.fsla_tokens:
-            for path, setting in FSLA_PATHS.items():
+            for path, setting in fsla_paths(ctx).items():
                 if ctx.time_left() < MIN_STEP_S:
                     ctx.note(f'FSLA module: time box reached before {path} {dtype_name} N={n}')
                     return
@@ -531,7 +544,7 @@ def _measure_backbones(ctx: Context, kind: str) -> None:
                 elif kind == GRAPHED:
                     paths = {'fused Triton': FSLA_PATHS['fused Triton']}
                 else:
-                    paths = FSLA_PATHS
+                    paths = fsla_paths(ctx)
                 for path, setting in paths.items():
                     label = f'{name} {dtype_name} {"x".join(map(str, size))}{"" if setting is None else " " + path}'
                     if ctx.time_left() < MIN_STEP_S:

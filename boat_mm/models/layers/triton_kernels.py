@@ -48,6 +48,10 @@ __all__ = ['triton_available', 'interpreting', 'cluster_triton', 'attend_triton'
 # The kernels use triton 3's ``tl.dot(input_precision=..., out_dtype=...)``: the GPU image has 3.6, the pinned
 # torch 3.8; torch 2.1 brings triton 2.1, whose runs take the torch path.
 MIN_TRITON = (3, 0)
+# Triton's interpreter (CPU tensors: the tests, the GPU check's rehearsal) before 3.8 turns a loop bound that is
+# a kernel argument into a 1-element numpy array and fails on int() of it with numpy >= 2 (measured: 3.6.0 with
+# numpy 2.4); the compiled kernels on a GPU are not concerned.
+MIN_INTERPRETER_TRITON = (3, 8)
 TRITON_VERSION = tuple(int(p) for p in triton.__version__.split('.')[:2]) if triton is not None else (0, 0)
 # Tokens a program handles at once. On a GPU: a 128 x head_dim tile of q per step. In the interpreter every
 # block operation is a numpy call, so bigger blocks mean fewer Python steps.
@@ -99,7 +103,9 @@ def triton_available(device: torch.device) -> bool:
     if triton is None or TRITON_VERSION < MIN_TRITON:
         return False
     kind = torch.device(device).type
-    return kind == 'cpu' if interpreting() else kind == 'cuda'
+    if interpreting():
+        return kind == 'cpu' and TRITON_VERSION >= MIN_INTERPRETER_TRITON
+    return kind == 'cuda'
 
 
 def _next_pow2(value: int, at_least: int = 1) -> int:

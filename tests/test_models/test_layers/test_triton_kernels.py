@@ -18,8 +18,9 @@ else:
     DEVICE = torch.device('cpu')
 pytestmark = pytest.mark.skipif(
     not triton_kernels.triton_available(DEVICE),
-    reason=f'the Triton kernels need triton >= {".".join(map(str, triton_kernels.MIN_TRITON))} and a GPU or '
-           f'TRITON_INTERPRET=1; this has triton {".".join(map(str, triton_kernels.TRITON_VERSION))}')
+    reason=f'the Triton kernels need triton >= {".".join(map(str, triton_kernels.MIN_TRITON))} on a GPU, or '
+           f'TRITON_INTERPRET=1 with triton >= {".".join(map(str, triton_kernels.MIN_INTERPRETER_TRITON))}; this '
+           f'has triton {".".join(map(str, triton_kernels.TRITON_VERSION))}')
 
 # 3136 = 49 * 64 (stage 1 at 224: six levels, no pads), 825 (pads, overlap from padded siblings), 1 (one
 # cluster, no split, no overlap).
