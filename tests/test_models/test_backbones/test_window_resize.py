@@ -1,7 +1,11 @@
 """Window size change on load (issue 33): window-7 weights into a window-12 BOAT-Swin (fine-tuning at 384)."""
+import logging
+from contextlib import contextmanager
+
 import numpy as np
 import torch
 from conftest import TINY_ARCHS, tiny_backbone
+from mmengine.logging import MMLogger
 
 from boat_mm import BOATSwinTransformer
 
@@ -40,6 +44,20 @@ def independent_bicubic(table, window):
     return torch.from_numpy(grid.reshape(-1, side * side).T.copy())
 
 
+@contextmanager
+def _log_lines():
+    """What the backbone logs (``print_log(logger='current')``) inside the context."""
+    lines = []
+    handler = logging.Handler()
+    handler.emit = lambda record: lines.append(record.getMessage())
+    logger = MMLogger.get_current_instance()
+    logger.addHandler(handler)
+    try:
+        yield lines
+    finally:
+        logger.removeHandler(handler)
+
+
 def _checkpoint(tmp_path, model):
     path = tmp_path / 'window7.pth'
     torch.save(dict(state_dict=model.state_dict()), str(path))
@@ -54,12 +72,12 @@ def _loaded(path, window):
     return model
 
 
-def test_window7_checkpoint_loads_into_window12_resized_bicubically(tmp_path, capsys):
+def test_window7_checkpoint_loads_into_window12_resized_bicubically(tmp_path):
     source = tiny_backbone(BOATSwinTransformer)
     path = _checkpoint(tmp_path, source)
-    model = _loaded(path, 12)
-    log = capsys.readouterr()
-    log = log.out + log.err
+    with _log_lines() as lines:
+        model = _loaded(path, 12)
+    log = '\n'.join(lines)
     assert 'parameters not in the checkpoint keep their fresh initialisation: none' in log  # no missing key
     tables = sum(1 for k in model.state_dict() if k.endswith('relative_position_bias_table'))
     assert f'resized {tables} relative_position_bias_table tensors from window 7 to window 12 (bicubic)' in log
@@ -74,9 +92,10 @@ def test_window7_checkpoint_loads_into_window12_resized_bicubically(tmp_path, ca
     assert all(torch.isfinite(o).all() for o in out)
 
 
-def test_same_window_load_is_exact(tmp_path, capsys):
+def test_same_window_load_is_exact(tmp_path):
     source = tiny_backbone(BOATSwinTransformer)
-    model = _loaded(_checkpoint(tmp_path, source), 7)
-    assert 'resized' not in capsys.readouterr().out
+    with _log_lines() as lines:
+        model = _loaded(_checkpoint(tmp_path, source), 7)
+    assert any('loaded' in line for line in lines) and not any('resized' in line for line in lines)
     for key, value in source.state_dict().items():
         assert torch.equal(model.state_dict()[key], value), key

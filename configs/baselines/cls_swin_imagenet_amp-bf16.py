@@ -1,0 +1,5 @@
+# The FSLA-off twin of configs/cls_boat_swin_imagenet_amp-bf16.py:
+# configs/baselines/cls_swin_imagenet.py in the same mixed precision.
+_base_ = './cls_swin_imagenet.py'
+
+optim_wrapper = dict(type='AmpOptimWrapper', dtype='bfloat16', loss_scale='dynamic')
