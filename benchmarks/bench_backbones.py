@@ -2,7 +2,7 @@
 
     python benchmarks/bench_backbones.py [--device cpu|cuda] [--dtype fp32|bf16|fp16] [--compile]
                                          [--sizes 224 512 800x1216 896] [--backward] [--malloc-defaults]
-                                         [--pairs swin cswin]
+                                         [--pairs swin cswin swin-twin]
 
 All ratios come from the same run. Batch 4 at 224, batch 1 at the larger sizes. On CPU, freed memory
 is kept for reuse as in tools/train.py (boat_mm.utils.setup_env) unless --malloc-defaults.
@@ -32,12 +32,15 @@ def models():
         'Swin-T (mmpretrain)': lambda: SwinTransformer(arch='tiny', img_size=224, out_indices=(0, 1, 2, 3),
                                                        pad_small_map=True),
         'BOAT-Swin-T': lambda: BOATSwinTransformer('tiny'),
+        'Swin-T (BOAT-Swin-T, FSLA off)': lambda: BOATSwinTransformer('tiny', fsla_stages=()),
         'CSWin-T (BOAT-CSWin-T, FSLA off)': lambda: BOATCSWinTransformer('tiny', fsla_stages=()),
         'BOAT-CSWin-T': lambda: BOATCSWinTransformer('tiny'),
     }
 
 
-PAIRS = {'swin': ('BOAT-Swin-T', 'Swin-T (mmpretrain)'), 'cswin': ('BOAT-CSWin-T', 'CSWin-T (BOAT-CSWin-T, FSLA off)')}
+PAIRS = {'swin': ('BOAT-Swin-T', 'Swin-T (mmpretrain)'), 'cswin': ('BOAT-CSWin-T', 'CSWin-T (BOAT-CSWin-T, FSLA off)'),
+         'swin-twin': ('BOAT-Swin-T', 'Swin-T (BOAT-Swin-T, FSLA off)')}
+DEFAULT_PAIRS = ('swin', 'cswin')
 
 
 def parse_size(text):
@@ -100,8 +103,9 @@ def main(argv=None):
     parser.add_argument('--sizes', nargs='+', default=['224', '512', '800x1216', '896'])
     parser.add_argument('--backward', action='store_true', help='also time forward+backward')
     parser.add_argument('--repeats', type=int, default=5)
-    parser.add_argument('--pairs', nargs='+', choices=sorted(PAIRS), default=sorted(PAIRS, reverse=True),
-                        help='which comparisons: swin (BOAT-Swin-T vs Swin-T), cswin (FSLA on vs off)')
+    parser.add_argument('--pairs', nargs='+', choices=sorted(PAIRS), default=list(DEFAULT_PAIRS),
+                        help='which comparisons: swin (BOAT-Swin-T vs mmpretrain Swin-T), cswin (BOAT-CSWin-T, '
+                             'FSLA on vs off), swin-twin (BOAT-Swin-T, FSLA on vs off)')
     parser.add_argument('--min-seconds', type=float, default=2.0,
                         help='time each model for at least this long (median of the calls)')
     parser.add_argument('--malloc-defaults', action='store_true',
