@@ -135,6 +135,9 @@ class _Prepared:
             train_set = _dataset(cfg.train_dataloader, scope, data_root)
             batch_size = train_batch or cfg.train_dataloader.batch_size
             self.batch = pseudo_collate([train_set[i % len(train_set)] for i in range(batch_size)])
+            if device == 'cpu':  # a bf16 AMP config trains with CPU autocast, as tools/train.py runs it
+                from ..engine.runner_setup import amp_on_cpu
+                amp_on_cpu(cfg)
             self.wrapper = build_optim_wrapper(self.model, cfg.optim_wrapper)
 
     def predict(self) -> None:

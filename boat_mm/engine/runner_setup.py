@@ -19,8 +19,8 @@ from ..utils.model_builder import replace_sync_bn
 from ..utils.setup_env import RETAIN_ENV, enable_cpu_distributed, retain_freed_memory
 from .optimizers.cpu_amp_optim_wrapper import CPU_AMP_DTYPES, CPUAmpOptimWrapper
 
-__all__ = ['add_common_args', 'parse_common', 'load_config', 'adapt_cfg_to_device', 'build_runner', 'prepare',
-           'enable_auto_scale_lr', 'disable_validation', 'latest_checkpoint', 'missing_files_reported',
+__all__ = ['add_common_args', 'parse_common', 'load_config', 'adapt_cfg_to_device', 'amp_on_cpu', 'build_runner',
+           'prepare', 'enable_auto_scale_lr', 'disable_validation', 'latest_checkpoint', 'missing_files_reported',
            'destroy_process_group_on_success']
 
 
@@ -90,7 +90,7 @@ def adapt_cfg_to_device(cfg: Config) -> List[str]:
     - SyncBN has no CPU kernel: SyncBN -> BN in the model.
     - Distributed runs use the gloo backend and DDP without ``device_ids``.
     - The process keeps freed memory for reuse (``boat_mm.utils.setup_env``, glibc only).
-    - bf16 ``AmpOptimWrapper`` (the ``*_bf16.py`` configs) -> ``CPUAmpOptimWrapper`` (the same autocast, no
+    - bf16 ``AmpOptimWrapper`` (the ``*_amp-bf16.py`` configs) -> ``CPUAmpOptimWrapper`` (the same autocast, no
       loss scaler); fp16 needs CUDA's loss scaler: a ValueError that says so.
     """
     if torch.cuda.is_available():
@@ -100,7 +100,7 @@ def adapt_cfg_to_device(cfg: Config) -> List[str]:
     allocator = retain_freed_memory()
     if allocator:
         changes.append(f'{allocator}; {RETAIN_ENV}=0 to keep the defaults')
-    amp = _cpu_amp(cfg)
+    amp = amp_on_cpu(cfg)
     if amp:
         changes.append(amp)
     replaced = replace_sync_bn(cfg.model)
@@ -119,14 +119,16 @@ def adapt_cfg_to_device(cfg: Config) -> List[str]:
     return changes
 
 
-def _cpu_amp(cfg: Config) -> Optional[str]:
+def amp_on_cpu(cfg: Config) -> Optional[str]:
+    """A bf16 ``AmpOptimWrapper`` -> ``CPUAmpOptimWrapper`` in ``cfg`` (in place), for a run without CUDA;
+    returns the change for the log (None: no AMP). fp16 needs CUDA's loss scaler: a ValueError."""
     wrapper = cfg.get('optim_wrapper')
     if not wrapper or wrapper.get('type') != 'AmpOptimWrapper':
         return None
     dtype = str(wrapper.get('dtype') or 'float16').replace('torch.', '')  # AmpOptimWrapper's default: float16
     if dtype not in CPU_AMP_DTYPES:
         raise ValueError(f'{dtype} mixed precision (AmpOptimWrapper) needs a CUDA GPU for its loss scaler; '
-                         f'without one, train in {" or ".join(CPU_AMP_DTYPES)} (the *_bf16.py configs) or fp32')
+                         f'without one, train in {" or ".join(CPU_AMP_DTYPES)} (the *_amp-bf16.py configs) or fp32')
     wrapper.type = CPUAmpOptimWrapper.__name__
     return f'AmpOptimWrapper ({dtype}) -> {CPUAmpOptimWrapper.__name__} (no CUDA: {dtype} autocast on the CPU)'
 

@@ -196,3 +196,16 @@ def test_bench_training_share_prints_ratios_targets_and_profile():
     assert re.search(r'\| step \| [0-9]+ \| [0-9]+ \| [0-9]+ \|', out)
     profile = out.split('| op | twin ms |')[1].split('\n#')[0]
     assert len([line for line in profile.splitlines() if line.startswith('| ')]) == 1 + 3  # step + --top
+
+
+def test_bench_training_share_amp_measures_the_mixed_precision_configs():
+    """--amp bf16: the pairs that have *_amp-bf16.py configs, trained under CPU autocast and judged by the
+    mixed-precision targets (BOAT-Swin <= 1.30x); a pair without such configs is refused by name."""
+    out = run(['benchmarks/bench_training_share.py', '--amp', 'bf16', '--pairs', 'cls_swin', '--train-batch', '2',
+               '--iters', '1'])
+    assert 'bf16 autocast training (configs *_amp-bf16.py)' in out, out
+    assert '| train step (bf16) |' in out
+    assert re.search(r'\| cls_swin \| 2x3x224x224 \| 1\.1[0-9]{2}x \| [0-9.]+x \((met|not met), <= 1\.30\)', out), out
+    refused = subprocess.run([sys.executable, 'benchmarks/bench_training_share.py', '--amp', 'bf16', '--pairs',
+                              'cls_cswin'], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 2 and 'no bf16 configs for cls_cswin' in refused.stderr, refused.stderr
