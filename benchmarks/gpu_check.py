@@ -271,7 +271,7 @@ def step_clusters(ctx: Context) -> None:
 def step_fused_attention(ctx: Context) -> None:
     """The fused cluster attention against autograd of the torch ops on the device: float64 output and qkv
     gradient to rounding, float32 (IEEE products) within float32 rounding."""
-    from boat_mm.models.layers import cluster_attention, triton_kernels
+    from boat_mm.models.layers import cluster_attention, fsla_ops, triton_kernels
     from boat_mm.models.layers.clustering import balanced_hierarchical_clustering, plan_clusters
     if not triton_kernels.triton_available(torch.device(ctx.device)):
         ctx.note(f'fused kernels not run: triton {triton_kernels.TRITON_VERSION} cannot run them on {ctx.device} '
@@ -286,8 +286,7 @@ def step_fused_attention(ctx: Context) -> None:
             perm = balanced_hierarchical_clustering(qkv[:, :, 0].transpose(1, 2).double(), plan, use_native=False)
             grad_out = torch.randn(2, n, heads * head_dims, device=ctx.device, dtype=dtype)
             results = []
-            for attend in (lambda t: triton_kernels.attend_triton(t, perm, plan.key_index, plan.slots_per_cluster,
-                                                                  head_dims ** -0.5),
+            for attend in (lambda t: fsla_ops.attend(t, perm, plan, head_dims ** -0.5),
                            lambda t: cluster_attention._attend(t, perm, plan, head_dims ** -0.5, 0.0)):
                 leaf = qkv.clone().requires_grad_(True)
                 out = attend(leaf)
@@ -436,6 +435,46 @@ def step_fsla_profile(ctx: Context) -> None:
                     device_ms=round(sum(per_name.values()) / 1e3, 3), host_ms=round(host_ms, 3),
                     wall_ms=round(wall_ms, 3),
                     top=', '.join(f'{name[:60]} {us / 1e3:.3f} ms' for name, us in top))
+
+
+def step_loaded_kernels(ctx: Context) -> None:
+    """The fused kernels as the driver loaded them on this GPU (registers, spills, shared memory) and the launch
+    configurations chosen, after one FSLA forward+backward per arithmetic, beside the CPU resource report's
+    compile of the same kernels for this architecture (benchmarks/kernel_resources.py): a GPU run confirms it.
+    (Rehearsal: the interpreter loads nothing; the report's rows for sm_90 are listed.)"""
+    from boat_mm.analysis import kernel_resources
+    from boat_mm.models.layers import triton_kernels
+    from boat_mm.models.layers import triton_launch_configs as configs
+    if not triton_kernels.triton_available(torch.device(ctx.device)):
+        ctx.note('loaded kernels: the fused kernels cannot run here')
+        return
+    arch = triton_kernels.device_arch(torch.device(ctx.device)) or kernel_resources.SPILL_FREE_ARCHS[-1]
+    ctx.info(arch=f'sm_{arch}', fused_architectures={k: list(v) for k, v in configs.FUSED_ARCHITECTURES.items()})
+    n = ctx.sizes.attention_tokens[0]
+    for dtype_name in ('fp32', 'bf16'):
+        triton_kernels.LOADED_KERNELS.clear()
+        _, forward_backward = _fsla_workload(ctx, n, 2, dtype_name)
+        with fsla_path('1' if ctx.device == 'cuda' else 'triton'):
+            forward_backward()
+        ctx.synchronize()
+        arithmetic = 'bf16' if dtype_name == 'bf16' else triton_kernels.arithmetic_of(
+            torch.empty(0, device=ctx.device))
+        for name, loaded in sorted(triton_kernels.LOADED_KERNELS.items()):
+            ctx.row('loaded kernels', dtype=dtype_name, kernel=loaded['kernel'], blocks=loaded['blocks'],
+                    warps=loaded['num_warps'], stages=loaded['num_stages'], n_regs=loaded['registers'],
+                    n_spills=loaded['spills'], shared_B=loaded['shared'])
+            ctx.check(f"{loaded['kernel']} {dtype_name} loaded without spills", loaded['spills'] == 0,
+                      f"{loaded['registers']} registers, {loaded['spills']} spills")
+        if time.time() > ctx.deadline - MIN_STEP_S:
+            break
+        cases = kernel_resources.report_cases(archs=(arch,), arithmetics=(arithmetic,), head_dims=(32,),
+                                              slots=(49,), kernels=kernel_resources.ATTENTION_KERNELS)
+        try:
+            for row in kernel_resources.resource_report(cases):
+                ctx.row('CPU report for this arch', dtype=dtype_name, kernel=row['kernel'],
+                        registers=row['registers'], stack=row['stack'], shared_B=row['shared'])
+        except Exception as error:  # no cuobjdump in this triton: the loaded numbers stand alone
+            ctx.note(f'CPU resource report not compiled here: {type(error).__name__}: {error}')
 
 
 def step_fsla_speed(ctx: Context) -> None:
@@ -589,6 +628,7 @@ def step_backbones_compiled(ctx: Context) -> None:
 STEPS = {
     'environment': (step_environment, 30),
     'fused_attention': (step_fused_attention, 30),
+    'loaded_kernels': (step_loaded_kernels, 40),
     'clusters': (step_clusters, 50),
     'backbones_float64': (step_backbones_float64, 30),
     'no_host_sync': (step_no_host_sync, 25),

@@ -26,7 +26,7 @@ from ..models.layers.clustering import TORCH, TRITON, plan_clusters
 from ..models.layers.feature_space_attention import FeatureSpaceLocalAttention
 from ..models.layers.native_clustering import NATIVE_ENV
 
-__all__ = ['count_kernels', 'fsla_kernel_census', 'KernelCounter', 'CENSUS_TARGETS']
+__all__ = ['count_kernels', 'count_launches', 'fsla_kernel_census', 'KernelCounter', 'CENSUS_TARGETS']
 
 # Issue 32's targets for one FSLA module on the GPU path.
 CENSUS_TARGETS = dict(forward=40, backward=30, per_level=4)
@@ -67,6 +67,21 @@ def count_kernels(dry: bool = False) -> Iterator[Counter]:
         result.update(ops.ops)
         if counter.count:
             result['triton:launch'] = counter.count
+        counter.active, counter.dry, counter.count = saved
+
+
+@contextmanager
+def count_launches() -> Iterator[Counter]:
+    """Within the context, the returned Counter collects ``'triton:launch'``: the Triton launches alone, where
+    a dispatch mode cannot be active (torch.compile refuses one): a compiled graph's aten ops are its nodes."""
+    counter = triton_kernels.LAUNCH_COUNTER
+    saved = counter.active, counter.dry, counter.count
+    counter.active, counter.dry, counter.count = True, False, 0
+    result: Counter = Counter()
+    try:
+        yield result
+    finally:
+        result['triton:launch'] = counter.count
         counter.active, counter.dry, counter.count = saved
 
 

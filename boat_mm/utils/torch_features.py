@@ -11,7 +11,7 @@ import functools
 import torch
 
 __all__ = ['ONNX_EXPORT', 'TORCH_VERSION', 'torch_at_least', 'require_torch', 'TorchTooOldError', 'is_compiling',
-           'autocast_available', 'constant_under_compile', 'GATED_FEATURES']
+           'is_exporting', 'autocast_available', 'constant_under_compile', 'GATED_FEATURES']
 
 TORCH_VERSION = tuple(int(part) for part in torch.__version__.split('+')[0].split('.')[:2])
 
@@ -44,6 +44,15 @@ def _dynamo_is_compiling() -> bool:
 
 
 is_compiling = getattr(getattr(torch, 'compiler', None), 'is_compiling', None) or _dynamo_is_compiling
+
+
+def _exporting_unknown() -> bool:
+    return True
+
+
+# True inside torch.export tracing (the ONNX exporter's too), as opposed to torch.compile. Where torch cannot tell
+# (no ``torch.compiler.is_exporting``), every trace counts as an export: it records the plain torch ops.
+is_exporting = getattr(getattr(torch, 'compiler', None), 'is_exporting', None) or _exporting_unknown
 
 
 def _autocast_devices_before_2_4(device_type: str) -> bool:

@@ -8,11 +8,12 @@ from typing import List, Optional, Tuple
 import torch
 import torch.nn.functional as F
 
-from . import triton_kernels
+from . import fsla_ops
 from .clustering import CACHE_CHUNK_ELEMENTS, TRITON, ClusterPlan, kernel_choice
 from .transformer_layers import is_tracing
 
-__all__ = ['attend_within_clusters', 'CLUSTER_BACKWARD_ENV', 'ATTENTION_CHUNK_ELEMENTS']
+__all__ = ['attend_within_clusters', 'attend_with_torch_ops', 'attention_backward_with_torch_ops',
+           'CLUSTER_BACKWARD_ENV', 'ATTENTION_CHUNK_ELEMENTS']
 
 # qkv elements per chunk of images in the CPU training path of the cluster attention (see _image_chunks).
 ATTENTION_CHUNK_ELEMENTS = CACHE_CHUNK_ELEMENTS
@@ -124,6 +125,21 @@ def _image_chunks(qkv: torch.Tensor) -> List[slice]:
     return [slice(start, min(start + per_chunk, images)) for start in range(0, images, per_chunk)]
 
 
+def _attention_gradients(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Optional[torch.Tensor],
+                         scale: float, grad_out: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Gradients of q, k, v of softmax(q k^T * scale, masked) v for the output gradient, written out (no
+    autograd: this also runs inside a custom op's backward, where no autograd graph is recorded)."""
+    logits = (q @ k.transpose(-1, -2)) * scale
+    if mask is not None:
+        logits = logits.masked_fill(~mask, -math.inf)
+    weights = torch.softmax(logits, dim=-1)
+    grad_v = weights.transpose(-1, -2) @ grad_out
+    grad_weights = grad_out @ v.transpose(-1, -2)
+    delta = (grad_weights * weights).sum(dim=-1, keepdim=True)  # = rowsum(grad_out * out)
+    grad_logits = weights * (grad_weights - delta) * scale
+    return grad_logits @ k, grad_logits.transpose(-1, -2) @ q, grad_v
+
+
 def _cluster_attention_backward(qkv: torch.Tensor, perm: torch.Tensor, plan: ClusterPlan, scale: float,
                                 grad_out: torch.Tensor, flash_saved: Tuple[torch.Tensor, ...],
                                 borrowed: Tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
@@ -148,10 +164,7 @@ def _cluster_attention_backward(qkv: torch.Tensor, perm: torch.Tensor, plan: Clu
             grad_slots, q_slots, k_keys, v_keys, in_cluster_order(out), logsumexp, 0.0, False,
             attn_mask=_additive_mask(mask, qkv.dtype), scale=scale)
     else:
-        with torch.enable_grad():
-            operands = [t.requires_grad_() for t in (q_slots, k_keys, v_keys)]
-            attended = F.scaled_dot_product_attention(*operands, attn_mask=mask, scale=scale)
-            grad_q, grad_k, grad_v = torch.autograd.grad(attended, operands, grad_slots)
+        grad_q, grad_k, grad_v = _attention_gradients(q_slots, k_keys, v_keys, mask, scale, grad_slots)
     # Slot-order gradients of q, k and v in one buffer: k / v of a slot = own cluster's row + borrowed row.
     # (SDPA's gradients may come in any strides: the CPU flash kernel returns them as (B, L, H, d).)
     slots = plan.slots_per_cluster
@@ -171,6 +184,18 @@ def _cluster_attention_backward(qkv: torch.Tensor, perm: torch.Tensor, plan: Clu
     return grad_qkv
 
 
+@fsla_ops.torch_implementation('attend')
+def attend_with_torch_ops(qkv: torch.Tensor, perm: torch.Tensor, plan: ClusterPlan, scale: float) -> torch.Tensor:
+    """The attention within clusters as torch ops, on any device (the fused ops' fallback)."""
+    return _attend(qkv, perm, plan, scale, 0.0)
+
+
+@fsla_ops.torch_implementation('attention_backward')
+def attention_backward_with_torch_ops(qkv: torch.Tensor, perm: torch.Tensor, plan: ClusterPlan, scale: float,
+                                      grad_out: torch.Tensor) -> torch.Tensor:
+    """The gradient of qkv for the output gradient ``grad_out``, as torch ops on any device (the fused ops'
+    fallback): ``_ClusterAttention``'s backward, recomputing the attention."""
+    return _cluster_attention_backward(qkv, perm, plan, scale, grad_out, (), _borrowed_key_positions(plan))
 
 
 class _ClusterAttention(torch.autograd.Function):
@@ -229,13 +254,13 @@ def attend_within_clusters(qkv: torch.Tensor, perm: torch.Tensor, plan: ClusterP
     so rows are gathered straight from it, with no transposed copies); perm: (B*h, M) from
     ``balanced_hierarchical_clustering``. Returns (B, N, h * d) in the original token order.
 
-    Eager runs with the Triton kernels (``kernel_choice``: CUDA by default) take ``triton_kernels.attend_triton``:
+    Runs with the Triton kernels (``kernel_choice``: CUDA by default, eager or compiled) take ``fsla_ops.attend``:
     one fused kernel, and two for the backward. Elsewhere, when qkv needs a gradient in an eager run, the
     backward is ``_ClusterAttention``'s: no gathered copy is
     kept for it and no scatter-add undoes the gathers. Traced graphs (torch.compile, torch.export, ONNX)
     and attention dropout take the same computation as plain torch ops, whose backward autograd derives."""
-    if dropout_p == 0.0 and kernel_choice(qkv.device) == TRITON:
-        return triton_kernels.attend_triton(qkv, perm, plan.key_index, plan.slots_per_cluster, scale)
+    if dropout_p == 0.0 and kernel_choice(qkv.device, qkv.dtype, qkv.shape[-1], plan.slots_per_cluster) == TRITON:
+        return fsla_ops.attend(qkv, perm, plan, scale)
     gather_free = os.environ.get(CLUSTER_BACKWARD_ENV, 'gather') != 'autograd'
     if gather_free and qkv.requires_grad and torch.is_grad_enabled() and not is_tracing() and dropout_p == 0.0:
         return _ClusterAttention.apply(qkv, perm, plan, scale)

@@ -21,13 +21,13 @@ from typing import List, NamedTuple, Optional, Tuple
 import torch
 import torch.nn.functional as F
 
-from ...utils.torch_features import autocast_available, constant_under_compile, is_compiling
-from . import triton_kernels
+from ...utils.torch_features import autocast_available, constant_under_compile, is_compiling, is_exporting
+from . import fsla_ops, triton_kernels
 from .native_clustering import NATIVE_ENV, cluster_native
 from .transformer_layers import cache_outside_tracing, is_tracing
 
-__all__ = ['ClusterPlan', 'plan_clusters', 'cluster_plan', 'balanced_hierarchical_clustering', 'stable_argsort',
-           'take_rows', 'num_levels_for', 'kernel_choice', 'NATIVE', 'TRITON', 'TORCH']
+__all__ = ['ClusterPlan', 'plan_clusters', 'cluster_plan', 'balanced_hierarchical_clustering', 'cluster_with_torch_ops',
+           'stable_argsort', 'take_rows', 'num_levels_for', 'kernel_choice', 'NATIVE', 'TRITON', 'TORCH']
 
 # Released hyper-parameters (BOAT-Swin and BOAT-CSWin alike).
 DEFAULT_CLUSTER_SIZE = 49
@@ -47,24 +47,41 @@ PLAN_CACHE_ENTRIES = 256
 NATIVE, TRITON, TORCH = 'native', 'triton', 'torch'
 
 
-def kernel_choice(device: torch.device) -> str:
-    """Which implementation runs FSLA's clustering and cluster attention for tensors on ``device``.
+def _records_torch_ops() -> bool:
+    """Whether this run records a graph that must hold torch ops alone: torch.export (and the ONNX exporter
+    built on it), TorchScript tracing (the older ONNX exporter, FLOP counters), or torch.compile without the
+    custom ops (torch < 2.6). torch.compile with them keeps the fused ops (``fsla_ops``)."""
+    if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+        return True
+    if not is_compiling():
+        return False
+    return not fsla_ops.CUSTOM_OPS or is_exporting()
+
+
+def kernel_choice(device: torch.device, dtype: Optional[torch.dtype] = None, head_dims: int = 0,
+                  slots: int = 0) -> str:
+    """Which implementation runs FSLA's clustering and cluster attention for tensors on ``device`` (of
+    ``dtype`` with ``head_dims``-wide heads and, for the attention, clusters of ``slots`` query slots, where the
+    caller knows them: the fused kernels run only where the resource report shows them fitting,
+    ``triton_kernels.fused_ready``).
 
     ``BOAT_MM_NATIVE`` (default on) is the one switch: on, eager CPU runs take the C++ clustering kernel and
-    eager CUDA runs the Triton kernels (where triton imports); ``0`` / ``off`` takes the torch ops everywhere;
-    ``triton`` takes the Triton kernels wherever they can run, CPU tensors included when the process started
-    with ``TRITON_INTERPRET=1`` (the tests and the GPU check's CPU rehearsal). Traced graphs (torch.compile,
-    torch.export, ONNX, FLOP counters) always record the torch ops: compilers fuse those themselves, and
-    exporters know no custom kernel."""
+    CUDA runs the Triton kernels (where triton imports), torch.compile included (as custom ops); ``0`` /
+    ``off`` takes the torch ops everywhere; ``triton`` takes the Triton kernels wherever they can run, CPU
+    tensors included when the process started with ``TRITON_INTERPRET=1`` (the tests and the GPU check's CPU
+    rehearsal). torch.export, ONNX and TorchScript traces always record the torch ops: exporters know no custom
+    kernel; so does torch.compile of the CPU path (inductor fuses those ops itself)."""
     setting = os.environ.get(NATIVE_ENV, '1').strip().lower()
-    if setting in ('0', 'false', 'no', 'off') or is_tracing():
+    if setting in ('0', 'false', 'no', 'off') or _records_torch_ops():
         return TORCH
     kind = torch.device(device).type
-    if setting == TRITON and triton_kernels.triton_available(device):
+    fused = triton_kernels.triton_available(device) and (
+        dtype is None or triton_kernels.fused_ready(device, dtype, head_dims, slots))
+    if setting == TRITON and fused:
         return TRITON
     if kind == 'cpu':
-        return NATIVE
-    return TRITON if kind == 'cuda' and triton_kernels.triton_available(device) else TORCH
+        return TORCH if is_compiling() else NATIVE
+    return TRITON if kind == 'cuda' and fused else TORCH
 
 
 class ClusterPlan(NamedTuple):
@@ -81,6 +98,8 @@ class ClusterPlan(NamedTuple):
             gives child A its share of real tokens then its pads, then child B likewise.
         key_index: (clusters, s + overlap) slot index (into the M leaf slots) of every key of a cluster.
         key_valid: (clusters, s + overlap) bool, False for pad keys.
+        cluster_size, requested_overlap: the arguments the plan was made for (``plan_clusters``), so that
+            the plan can be made again from them (the fused ops' fallback to the torch ops does).
     """
     num_tokens: int
     num_levels: int
@@ -90,6 +109,8 @@ class ClusterPlan(NamedTuple):
     level_layout: Tuple[torch.Tensor, ...]
     key_index: torch.Tensor
     key_valid: torch.Tensor
+    cluster_size: int = DEFAULT_CLUSTER_SIZE
+    requested_overlap: int = DEFAULT_OVERLAP
 
     @property
     def num_slots(self) -> int:
@@ -117,6 +138,7 @@ def _split_pads(pads: int) -> Tuple[int, int]:
     return (pads + 1) // 2, pads // 2
 
 
+@fsla_ops.torch_implementation('plan')
 @cache_outside_tracing(maxsize=PLAN_CACHE_ENTRIES, max_bytes=PLAN_CACHE_BYTES)
 def plan_clusters(num_tokens: int, cluster_size: int = DEFAULT_CLUSTER_SIZE,
                   overlap: int = DEFAULT_OVERLAP,
@@ -167,7 +189,7 @@ def plan_clusters(num_tokens: int, cluster_size: int = DEFAULT_CLUSTER_SIZE,
     else:
         key_index, key_valid = own, own_valid
     return ClusterPlan(num_tokens, levels, slots, eff_overlap, tuple(level_valid), tuple(level_layout),
-                       key_index, key_valid)
+                       key_index, key_valid, cluster_size, overlap)
 
 
 def _plan_sizes(num_tokens: int, cluster_size: int, overlap: int) -> Tuple[int, int, int]:
@@ -197,7 +219,7 @@ def cluster_plan(num_tokens: int, cluster_size: int, overlap: int, device: torch
     levels, slots, eff_overlap = _plan_sizes(num_tokens, cluster_size, overlap)
     tensors = _plan_tensors(num_tokens, cluster_size, overlap, device)
     return ClusterPlan(num_tokens, levels, slots, eff_overlap, tuple(tensors[2:2 + levels]),
-                       tuple(tensors[2 + levels:]), tensors[0], tensors[1])
+                       tuple(tensors[2 + levels:]), tensors[0], tensors[1], cluster_size, overlap)
 
 
 def _plan_to(plan: ClusterPlan, device: torch.device) -> ClusterPlan:
@@ -319,11 +341,9 @@ def balanced_hierarchical_clustering(q: torch.Tensor, plan: ClusterPlan,
     total = plan.num_slots
     if rows not in (plan.num_tokens, total):
         raise ValueError(f'clustering plan is for {plan.num_tokens} tokens ({total} slots), got {rows}')
-    if use_native and kernel_choice(q.device) == TRITON:  # reads q in place, in its dtype, ignores rows >= N
-        layouts = plan.level_layout if plan.has_padding else (None,) * plan.num_levels
-        return triton_kernels.cluster_triton(q.detach() if q.dim() == 4 else q.detach().unsqueeze(1),
-                                             plan.num_tokens, plan.num_levels, total, layouts, kmeans_iters,
-                                             temperature, NORMALIZE_EPS)
+    if use_native and kernel_choice(q.device, q.dtype, q.shape[-1]) == TRITON:  # q in place, rows >= N ignored
+        return fsla_ops.cluster(q.detach() if q.dim() == 4 else q.detach().unsqueeze(1), plan, kmeans_iters,
+                                temperature, NORMALIZE_EPS)
     if q.dim() == 4:
         q = q.reshape(-1, rows, q.shape[-1])
     # Sorting keys are computed in fp32 at least: ties and order must not depend on autocast.
@@ -340,6 +360,12 @@ def balanced_hierarchical_clustering(q: torch.Tensor, plan: ClusterPlan,
         return _cluster(q, plan, kmeans_iters, temperature, native, eager_cpu)
     with torch.autocast(q.device.type, enabled=False):
         return _cluster(q, plan, kmeans_iters, temperature, native, eager_cpu)
+
+
+@fsla_ops.torch_implementation('cluster')
+def cluster_with_torch_ops(q: torch.Tensor, plan: ClusterPlan, kmeans_iters: int, temperature: float) -> torch.Tensor:
+    """The torch implementation of the clustering, on any device (the fused ops' fallback)."""
+    return balanced_hierarchical_clustering(q, plan, kmeans_iters, temperature, use_native=False)
 
 
 def _cluster(q: torch.Tensor, plan: ClusterPlan, kmeans_iters: int, temperature: float, native: bool,

@@ -1,49 +1,44 @@
-"""FSLA in a few fused Triton kernels: the clustering and the cluster attention of a GPU forward and backward.
+"""FSLA's fused Triton kernels from torch: the launcher of the clustering and the cluster attention.
 
 Why: the torch implementation (``clustering`` and ``cluster_attention``) issues ~415 device kernels per FSLA
-forward at N=3136, about 70 per split level (half means, cosines, soft assignments, normalisations, gathers of
-q): on a GPU that is launch overhead and tiny memory-bound kernels, and BOAT trained at 1.4-3.0x its twin's
-time for 1.2x of the FLOPs (docs/gpu_check_h200_2026-12-04.md). Here one split level is three launches, and
-the attention one forward and two backward kernels, all reading q, k, v in place in the qkv projection
-through the permutation (no gathered copies):
-
-* ``_split_keys``: per group of every (image, head) row, the half means, the soft 2-means iterations, the
-  distance ratio and its sort key, in one program (the group's reduction is sequential in that program:
-  deterministic, no floating-point atomics). float32 keys are one int64 (order-preserving ratio bits, then the
-  slot), so one unstable ``torch.sort`` per level gives the stable order; float64 ratios take a stable sort.
-* ``_apply_order``: the children's layout (pads to the group ends) and the new permutation.
-* ``_attention_forward``: one program per cluster: q of its slots, k / v of its own and borrowed keys, the
-  softmax in fp32 (or fp64), each output row written at its token's position (the clusters are a
-  permutation: no scatter) and the row's logsumexp kept for the backward.
-* ``_attention_backward`` recomputes the probabilities from the logsumexp and writes the gradients of q and of
-  the own keys at their tokens, those of the borrowed keys apart; ``_add_borrowed`` adds them in a second
-  launch (a token is borrowed by at most one sibling): no atomics, deterministic on every device.
+forward at N=3136, about 70 per split level: on a GPU that is launch overhead and tiny memory-bound kernels.
+Here one split level is three launches (``_split_keys``, a ``torch.sort``, ``_apply_order``), the attention one
+forward and two backward kernels, all reading q, k, v in place in the qkv projection through the permutation.
+The kernel bodies are ``triton_kernel_bodies``'s, their launch configurations per arithmetic
+``triton_launch_configs``'s (chosen from ``boat_mm.analysis.kernel_resources``: no spills, shared memory within
+every architecture's limit); this module maps tensors to them, and says for which (device, dtype, head dim) the
+fused kernels run at all (``fused_ready``: the architectures the report shows compiled and fitting; elsewhere
+the torch ops, said once in the log). The torch-facing ops with their fallback are ``fsla_ops``'s.
 
 Arithmetic: fp32 whatever the input dtype (fp16 / bf16 operands of the attention products are multiplied in
-their dtype and accumulated in fp32, as in FlashAttention); float64 inputs compute in float64, which is how
-the tests prove these kernels equal the torch path.
+their dtype and accumulated in fp32, as in FlashAttention); fp32 products are IEEE unless torch allows TF32
+for matmuls; float64 inputs compute in float64, which is how the tests prove these kernels equal the torch path.
 
-The kernels are plain functions compiled on first use (``_kernels``), so importing this module needs neither
-a GPU nor triton. In a process started with ``TRITON_INTERPRET=1`` they run on CPU tensors in Triton's
-interpreter (the tests, the GPU check's CPU rehearsal), elsewhere on CUDA tensors.
+The kernels are compiled on first use (``_kernels``), so importing this module needs neither a GPU nor triton.
+In a process started with ``TRITON_INTERPRET=1`` they run on CPU tensors in Triton's interpreter (the tests,
+the GPU check's CPU rehearsal), with the launch configurations of ``INTERPRETER_ARCH``, elsewhere on CUDA.
 """
 import functools
+import logging
 import os
-from typing import Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
+
+from ...utils.torch_features import constant_under_compile
+from . import triton_launch_configs as configs
+from .triton_kernel_bodies import KERNEL_BODIES
 
 try:  # triton comes with CUDA builds of torch; a CPU-only build (or torch 2.1 on some platforms) may lack it
     import triton
     import triton.language as tl
 except ImportError:  # pragma: no cover - depends on the installed torch
     triton = tl = None
-# The annotation that marks a kernel argument as compile-time (a class: Triton's interpreter does not read a
-# string annotation as one).
-constexpr = tl.constexpr if tl is not None else 'constexpr'
 
-__all__ = ['triton_available', 'interpreting', 'cluster_triton', 'attend_triton', 'attention_forward',
-           'attention_backward', 'LaunchCounter', 'LAUNCH_COUNTER']
+__all__ = ['triton_available', 'interpreting', 'fused_ready', 'device_arch', 'arithmetic_of', 'cluster_triton',
+           'attention_forward', 'attention_backward', 'LaunchCounter', 'LAUNCH_COUNTER', 'LOADED_KERNELS']
+
+logger = logging.getLogger(__name__)
 
 # The kernels use triton 3's ``tl.dot(input_precision=..., out_dtype=...)``: the GPU image has 3.6, the pinned
 # torch 3.8; torch 2.1 brings triton 2.1, whose runs take the torch path.
@@ -53,12 +48,15 @@ MIN_TRITON = (3, 0)
 # numpy 2.4); the compiled kernels on a GPU are not concerned.
 MIN_INTERPRETER_TRITON = (3, 8)
 TRITON_VERSION = tuple(int(p) for p in triton.__version__.split('.')[:2]) if triton is not None else (0, 0)
-# Tokens a program handles at once. On a GPU: a 128 x head_dim tile of q per step. In the interpreter every
-# block operation is a numpy call, so bigger blocks mean fewer Python steps.
-GPU_TOKEN_BLOCK = 128
+# Tokens a clustering program handles at once in the interpreter, where every block operation is a numpy call:
+# bigger blocks mean fewer Python steps (on a GPU: ``configs.SPLIT_CONFIG``).
 INTERPRETER_TOKEN_BLOCK = 1024
-# tl.dot needs every dimension of its operands to be at least 16.
-MIN_DOT_DIM = 16
+# Head dims the resource report covers (the attention tiles grow with them): wider heads run the torch ops.
+MAX_FUSED_HEAD_DIM = max(configs.HEAD_DIMS)
+TORCH_ARITHMETIC = {torch.float32: 'fp32', torch.bfloat16: 'bf16', torch.float16: 'fp16', torch.float64: 'fp64'}
+# Compiled kernels as loaded on the device (name -> registers, spills, shared memory, warps, stages, blocks):
+# what the GPU check prints beside the CPU report.
+LOADED_KERNELS: Dict[str, dict] = {}
 
 
 class LaunchCounter:
@@ -73,18 +71,36 @@ class LaunchCounter:
         self.dry = False
         self.inside = False
 
-    def launch(self, kernel, grid, *args, **meta):
+    def launch(self, name: str, grid, launch: configs.Launch, *args):
+        """Launch kernel ``name`` on ``grid`` with its configuration ``launch`` (constexprs, warps, stages)."""
         if self.active:
             self.count += 1
-        if not self.dry:
-            self.inside = True
-            try:
-                kernel[grid](*args, **meta)
-            finally:
-                self.inside = False
+        if self.dry:
+            return
+        constexprs = dict(launch.constexprs)
+        if 'ACC' in constexprs:
+            constexprs['ACC'] = tl.float64 if constexprs['ACC'] == 'fp64' else tl.float32
+        self.inside = True
+        try:
+            compiled = _kernels()[name][grid](*args, num_warps=launch.num_warps, num_stages=launch.num_stages,
+                                              **constexprs)
+        finally:
+            self.inside = False
+        _record_loaded(name, compiled, launch)
 
 
 LAUNCH_COUNTER = LaunchCounter()
+
+
+def _record_loaded(name: str, compiled, launch: configs.Launch) -> None:
+    """Keep what the driver loaded for ``name`` (a compiled kernel on a GPU; nothing in the interpreter)."""
+    registers = getattr(compiled, 'n_regs', None)
+    if registers is None:
+        return
+    LOADED_KERNELS[f"{name} {' '.join(f'{k}={v}' for k, v in sorted(launch.constexprs.items()))}"] = dict(
+        kernel=name, registers=registers, spills=getattr(compiled, 'n_spills', None),
+        shared=compiled.metadata.shared, num_warps=launch.num_warps, num_stages=launch.num_stages,
+        blocks={k: v for k, v in launch.constexprs.items() if k.startswith('BLOCK_')})
 
 
 def interpreting() -> bool:
@@ -97,257 +113,79 @@ def interpreting() -> bool:
     return os.environ.get('TRITON_INTERPRET', '0') == '1'
 
 
-def triton_available(device: torch.device) -> bool:
-    """Whether the fused kernels can run for tensors on ``device``: CUDA with triton, or CPU tensors in
-    triton's interpreter."""
+@functools.lru_cache(maxsize=None)
+def _triton_available(kind: str) -> bool:
     if triton is None or TRITON_VERSION < MIN_TRITON:
         return False
-    kind = torch.device(device).type
     if interpreting():
         return kind == 'cpu' and TRITON_VERSION >= MIN_INTERPRETER_TRITON
     return kind == 'cuda'
 
 
-def _next_pow2(value: int, at_least: int = 1) -> int:
-    return max(at_least, 1 << max(0, int(value) - 1).bit_length())
+@constant_under_compile
+def triton_available(device: torch.device) -> bool:
+    """Whether the fused kernels can run for tensors on ``device``: CUDA with triton, or CPU tensors in
+    triton's interpreter."""
+    return _triton_available(torch.device(device).type)
 
 
-def _split_keys(q_ptr, perm_ptr, key_ptr, stride_image, stride_head, stride_token, perm_row_stride, heads,
-                num_tokens, num_slots, group_slots, groups, temperature, eps, HEAD_DIMS: constexpr,
-                BLOCK_D: constexpr, BLOCK_N: constexpr, ITERS: constexpr, ACC: constexpr,
-                COMPOSITE_KEY: constexpr):
-    """One program per (row, group): the sort key of every slot of the group (see the module docstring)."""
-    pid = tl.program_id(0).to(tl.int64)
-    row = pid // groups
-    group = pid % groups
-    q_row = q_ptr + (row // heads) * stride_image + (row % heads) * stride_head
-    perm_slots = perm_ptr + row * perm_row_stride + group * group_slots
-    key_slots = key_ptr + row * num_slots + group * group_slots
-    half = group_slots // 2
-    dims = tl.arange(0, BLOCK_D)
-    dim_ok = dims < HEAD_DIMS
-    # Initial centroids: the means of the real q of each half of the group.
-    sum_a = tl.zeros([BLOCK_D], dtype=ACC)
-    sum_b = tl.zeros([BLOCK_D], dtype=ACC)
-    count_a = tl.zeros([BLOCK_N], dtype=ACC)
-    count_b = tl.zeros([BLOCK_N], dtype=ACC)
-    for start in range(0, group_slots, BLOCK_N):
-        slot = start + tl.arange(0, BLOCK_N)
-        token = tl.load(perm_slots + slot, mask=slot < group_slots, other=num_tokens)
-        real = (slot < group_slots) & (token < num_tokens)
-        x = tl.load(q_row + token[:, None] * stride_token + dims[None, :], mask=real[:, None] & dim_ok[None, :],
-                    other=0.0).to(ACC)
-        first = real & (slot < half)
-        second = real & (slot >= half)
-        sum_a += tl.sum(tl.where(first[:, None], x, 0.0), axis=0)
-        sum_b += tl.sum(tl.where(second[:, None], x, 0.0), axis=0)
-        count_a += first.to(ACC)
-        count_b += second.to(ACC)
-    mean_a = sum_a / tl.maximum(tl.sum(count_a, axis=0), 1.0)
-    mean_b = sum_b / tl.maximum(tl.sum(count_b, axis=0), 1.0)
-    centroid_a = mean_a / tl.maximum(tl.sqrt(tl.sum(mean_a * mean_a, axis=0)), eps)
-    centroid_b = mean_b / tl.maximum(tl.sqrt(tl.sum(mean_b * mean_b, axis=0)), eps)
-    # Soft 2-means: softmax(T * [s_a, s_b]) = sigmoid(+-T * (s_a - s_b)); centroids are weighted sums of raw q.
-    for _ in range(ITERS):
-        direction = centroid_a - centroid_b
-        sum_a = tl.zeros([BLOCK_D], dtype=ACC)
-        sum_b = tl.zeros([BLOCK_D], dtype=ACC)
-        for start in range(0, group_slots, BLOCK_N):
-            slot = start + tl.arange(0, BLOCK_N)
-            token = tl.load(perm_slots + slot, mask=slot < group_slots, other=num_tokens)
-            real = (slot < group_slots) & (token < num_tokens)
-            x = tl.load(q_row + token[:, None] * stride_token + dims[None, :],
-                        mask=real[:, None] & dim_ok[None, :], other=0.0).to(ACC)
-            inv_norm = 1.0 / tl.maximum(tl.sqrt(tl.sum(x * x, axis=1)), eps)
-            logit = temperature * tl.sum(x * direction[None, :], axis=1) * inv_norm
-            # sigmoid(+-logit) from exp(-|logit|), which cannot overflow
-            small = tl.exp(-tl.abs(logit))
-            weight_a = tl.where(logit >= 0, 1.0, small) / (1.0 + small)
-            weight_b = tl.where(logit >= 0, small, 1.0) / (1.0 + small)
-            weight_a = tl.where(real, weight_a, 0.0)
-            weight_b = tl.where(real, weight_b, 0.0)
-            sum_a += tl.sum(weight_a[:, None] * x, axis=0)
-            sum_b += tl.sum(weight_b[:, None] * x, axis=0)
-        centroid_a = sum_a / tl.maximum(tl.sqrt(tl.sum(sum_a * sum_a, axis=0)), eps)
-        centroid_b = sum_b / tl.maximum(tl.sqrt(tl.sum(sum_b * sum_b, axis=0)), eps)
-    # Distance ratio (s_a + 1) / (s_b + 1): NaN and pads sort last (+inf); -0.0 ties with 0.0, as in a sort.
-    for start in range(0, group_slots, BLOCK_N):
-        slot = start + tl.arange(0, BLOCK_N)
-        in_group = slot < group_slots
-        token = tl.load(perm_slots + slot, mask=in_group, other=num_tokens)
-        real = in_group & (token < num_tokens)
-        x = tl.load(q_row + token[:, None] * stride_token + dims[None, :], mask=real[:, None] & dim_ok[None, :],
-                    other=0.0).to(ACC)
-        inv_norm = 1.0 / tl.maximum(tl.sqrt(tl.sum(x * x, axis=1)), eps)
-        score_a = tl.sum(x * centroid_a[None, :], axis=1) * inv_norm
-        score_b = tl.sum(x * centroid_b[None, :], axis=1) * inv_norm
-        ratio = (score_a + 1.0) / (score_b + 1.0)
-        ratio = tl.where((ratio != ratio) | (~real), float('inf'), ratio)
-        ratio = tl.where(ratio == 0.0, 0.0, ratio)
-        if COMPOSITE_KEY:
-            bits = ratio.to(tl.float32).to(tl.int32, bitcast=True)
-            bits = bits ^ ((bits >> 31) & 0x7FFFFFFF)  # negative floats reversed: ordered as signed ints
-            key = (bits.to(tl.int64) << 32) | slot.to(tl.int64)
-            tl.store(key_slots + slot, key, mask=in_group)
-        else:
-            tl.store(key_slots + slot, ratio, mask=in_group)
+def device_arch(device: torch.device) -> Optional[int]:
+    """The architecture number of a CUDA device (e.g. 90), None for CPU tensors in the interpreter."""
+    device = torch.device(device)
+    if device.type != 'cuda':
+        return None
+    return configs.arch_of(torch.cuda.get_device_capability(device))
 
 
-def _apply_order(perm_ptr, order_ptr, layout_ptr, new_perm_ptr, perm_row_stride, num_slots, group_slots, groups,
-                 HAS_LAYOUT: constexpr, COMPOSITE_KEY: constexpr, BLOCK_N: constexpr):
-    """new_perm[slot] = perm[sorted[layout[slot]]] within every group (layout: child A's real tokens, its pads,
-    child B's real tokens, its pads; the identity without pads)."""
-    pid = tl.program_id(0).to(tl.int64)
-    row = pid // groups
-    group = pid % groups
-    slot = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
-    in_group = slot < group_slots
-    if HAS_LAYOUT:
-        position = tl.load(layout_ptr + group * group_slots + slot, mask=in_group, other=0)
-    else:
-        position = slot
-    source = tl.load(order_ptr + row * num_slots + group * group_slots + position, mask=in_group, other=0)
-    if COMPOSITE_KEY:
-        source = source & 0xFFFFFFFF
-    token = tl.load(perm_ptr + row * perm_row_stride + group * group_slots + source, mask=in_group, other=0)
-    tl.store(new_perm_ptr + row * num_slots + group * group_slots + slot, token, mask=in_group)
+def arithmetic_of(tensor: torch.Tensor) -> str:
+    """The attention arithmetic of ``tensor`` ('fp32', 'tf32', 'bf16', 'fp16', 'fp64'), None for other dtypes."""
+    name = TORCH_ARITHMETIC.get(tensor.dtype)
+    if name is None:
+        return None
+    return configs.arithmetic_name(name, tensor.device.type == 'cuda' and torch.backends.cuda.matmul.allow_tf32)
 
 
-def _attention_forward(qkv_ptr, perm_ptr, key_index_ptr, out_ptr, lse_ptr, stride_image, stride_token,
-                       stride_which, stride_head, out_stride_image, out_stride_token, heads, num_tokens, num_slots,
-                       slots, key_count, clusters, scale, HEAD_DIMS: constexpr, BLOCK_D: constexpr,
-                       BLOCK_Q: constexpr, BLOCK_K: constexpr, ACC: constexpr,
-                       PRECISION: constexpr):
-    """One program per (row, cluster): softmax(q k^T * scale) v over the cluster's keys."""
-    pid = tl.program_id(0).to(tl.int64)
-    row = pid // clusters
-    cluster = pid % clusters
-    image = row // heads
-    head = row % heads
-    dims = tl.arange(0, BLOCK_D)
-    dim_ok = dims < HEAD_DIMS
-    query = tl.arange(0, BLOCK_Q)
-    q_token = tl.load(perm_ptr + row * num_slots + cluster * slots + query, mask=query < slots, other=num_tokens)
-    q_real = (query < slots) & (q_token < num_tokens)
-    key = tl.arange(0, BLOCK_K)
-    key_slot = tl.load(key_index_ptr + cluster * key_count + key, mask=key < key_count, other=0)
-    k_token = tl.load(perm_ptr + row * num_slots + key_slot, mask=key < key_count, other=num_tokens)
-    k_real = (key < key_count) & (k_token < num_tokens)
-    base = qkv_ptr + image * stride_image + head * stride_head + dims[None, :]
-    q = tl.load(base + q_token[:, None] * stride_token, mask=q_real[:, None] & dim_ok[None, :], other=0.0)
-    k = tl.load(base + stride_which + k_token[:, None] * stride_token, mask=k_real[:, None] & dim_ok[None, :],
-                other=0.0)
-    v = tl.load(base + 2 * stride_which + k_token[:, None] * stride_token,
-                mask=k_real[:, None] & dim_ok[None, :], other=0.0)
-    logits = tl.dot(q, tl.trans(k), input_precision=PRECISION, out_dtype=ACC) * scale
-    logits = tl.where(k_real[None, :], logits, float('-inf'))
-    row_max = tl.max(logits, axis=1)
-    weights = tl.exp(logits - row_max[:, None])
-    total = tl.sum(weights, axis=1)
-    out = tl.dot(weights.to(v.dtype), v, input_precision=PRECISION, out_dtype=ACC) / total[:, None]
-    tl.store(out_ptr + image * out_stride_image + q_token[:, None] * out_stride_token + head * HEAD_DIMS
-             + dims[None, :], out.to(out_ptr.dtype.element_ty), mask=q_real[:, None] & dim_ok[None, :])
-    tl.store(lse_ptr + row * num_slots + cluster * slots + query, row_max + tl.log(total), mask=query < slots)
+@functools.lru_cache(maxsize=None)
+def _fused_ready(device: torch.device, dtype: torch.dtype, head_dims: int, slots: int) -> bool:
+    arch = device_arch(device)
+    name = TORCH_ARITHMETIC.get(dtype)
+    reason = None
+    if name is None:
+        reason = f'{dtype} tensors'
+    elif head_dims > MAX_FUSED_HEAD_DIM:
+        reason = f'head dim {head_dims} (the resource report covers up to {MAX_FUSED_HEAD_DIM})'
+    elif not all(configs.fused_supported(arch, arithmetic) for arithmetic in {name, configs.arithmetic_name(
+            name, True)}):
+        reason = f'sm_{arch} with {name} (not among the architectures the resource report shows fitting)'
+    elif slots and not configs.attention_fits(head_dims, slots, arch):
+        reason = f'the attention of {slots}-token clusters with head dim {head_dims} (its tiles do not fit)'
+    if reason is not None:
+        logger.warning('FSLA runs the torch ops instead of the fused Triton kernels for %s on %s', reason, device)
+    return reason is None
 
 
-def _attention_backward(qkv_ptr, perm_ptr, key_index_ptr, grad_out_ptr, lse_ptr, grad_qkv_ptr, borrowed_ptr,
-                        stride_image, stride_token, stride_which, stride_head, out_stride_image, out_stride_token,
-                        heads, num_tokens, num_slots, slots, key_count, clusters, overlap, scale,
-                        HEAD_DIMS: constexpr, BLOCK_D: constexpr, BLOCK_Q: constexpr,
-                        BLOCK_K: constexpr, ACC: constexpr, PRECISION: constexpr):
-    """One program per (row, cluster): gradients of its queries and keys (grad_qkv has qkv's strides; the
-    borrowed keys' gradients go to ``borrowed`` (rows, clusters, overlap, 2, d))."""
-    pid = tl.program_id(0).to(tl.int64)
-    row = pid // clusters
-    cluster = pid % clusters
-    image = row // heads
-    head = row % heads
-    dims = tl.arange(0, BLOCK_D)
-    dim_ok = dims < HEAD_DIMS
-    query = tl.arange(0, BLOCK_Q)
-    q_token = tl.load(perm_ptr + row * num_slots + cluster * slots + query, mask=query < slots, other=num_tokens)
-    q_real = (query < slots) & (q_token < num_tokens)
-    key = tl.arange(0, BLOCK_K)
-    key_slot = tl.load(key_index_ptr + cluster * key_count + key, mask=key < key_count, other=0)
-    k_token = tl.load(perm_ptr + row * num_slots + key_slot, mask=key < key_count, other=num_tokens)
-    k_real = (key < key_count) & (k_token < num_tokens)
-    q_mask = q_real[:, None] & dim_ok[None, :]
-    k_mask = k_real[:, None] & dim_ok[None, :]
-    offset = image * stride_image + head * stride_head + dims[None, :]
-    q = tl.load(qkv_ptr + offset + q_token[:, None] * stride_token, mask=q_mask, other=0.0)
-    k = tl.load(qkv_ptr + offset + stride_which + k_token[:, None] * stride_token, mask=k_mask, other=0.0)
-    v = tl.load(qkv_ptr + offset + 2 * stride_which + k_token[:, None] * stride_token, mask=k_mask, other=0.0)
-    grad_out = tl.load(grad_out_ptr + image * out_stride_image + q_token[:, None] * out_stride_token
-                       + head * HEAD_DIMS + dims[None, :], mask=q_mask, other=0.0)
-    lse = tl.load(lse_ptr + row * num_slots + cluster * slots + query, mask=query < slots, other=0.0)
-    logits = tl.dot(q, tl.trans(k), input_precision=PRECISION, out_dtype=ACC) * scale
-    weights = tl.where(q_real[:, None] & k_real[None, :], tl.exp(logits - lse[:, None]), 0.0)
-    out = tl.dot(weights.to(v.dtype), v, input_precision=PRECISION, out_dtype=ACC)
-    delta = tl.sum(grad_out.to(ACC) * out, axis=1)
-    grad_v = tl.dot(tl.trans(weights).to(grad_out.dtype), grad_out, input_precision=PRECISION, out_dtype=ACC)
-    grad_weights = tl.dot(grad_out, tl.trans(v), input_precision=PRECISION, out_dtype=ACC)
-    grad_logits = weights * (grad_weights - delta[:, None]) * scale
-    grad_q = tl.dot(grad_logits.to(k.dtype), k, input_precision=PRECISION, out_dtype=ACC)
-    grad_k = tl.dot(tl.trans(grad_logits).to(q.dtype), q, input_precision=PRECISION, out_dtype=ACC)
-    out_ty = grad_qkv_ptr.dtype.element_ty
-    tl.store(grad_qkv_ptr + offset + q_token[:, None] * stride_token, grad_q.to(out_ty), mask=q_mask)
-    own = k_mask & (key < slots)[:, None]
-    tl.store(grad_qkv_ptr + offset + stride_which + k_token[:, None] * stride_token, grad_k.to(out_ty), mask=own)
-    tl.store(grad_qkv_ptr + offset + 2 * stride_which + k_token[:, None] * stride_token, grad_v.to(out_ty),
-             mask=own)
-    lent = k_mask & (key >= slots)[:, None]
-    borrowed = borrowed_ptr + ((pid * overlap + (key - slots))[:, None] * 2) * HEAD_DIMS + dims[None, :]
-    tl.store(borrowed, grad_k, mask=lent)
-    tl.store(borrowed + HEAD_DIMS, grad_v, mask=lent)
-
-
-def _add_borrowed(perm_ptr, key_index_ptr, borrowed_ptr, grad_qkv_ptr, stride_image, stride_token, stride_which,
-                  stride_head, heads, num_tokens, num_slots, slots, key_count, clusters, overlap,
-                  HEAD_DIMS: constexpr, BLOCK_D: constexpr, BLOCK_O: constexpr, ACC: constexpr):
-    """Adds every borrowed key's gradient to its token's k / v gradient (each token is borrowed at most once)."""
-    pid = tl.program_id(0).to(tl.int64)
-    row = pid // clusters
-    cluster = pid % clusters
-    dims = tl.arange(0, BLOCK_D)
-    lent = tl.arange(0, BLOCK_O)
-    key_slot = tl.load(key_index_ptr + cluster * key_count + slots + lent, mask=lent < overlap, other=0)
-    token = tl.load(perm_ptr + row * num_slots + key_slot, mask=lent < overlap, other=num_tokens)
-    mask = ((lent < overlap) & (token < num_tokens))[:, None] & (dims < HEAD_DIMS)[None, :]
-    target = (grad_qkv_ptr + (row // heads) * stride_image + (row % heads) * stride_head + dims[None, :]
-              + token[:, None] * stride_token + stride_which)
-    source = borrowed_ptr + ((pid * overlap + lent)[:, None] * 2) * HEAD_DIMS + dims[None, :]
-    out_ty = grad_qkv_ptr.dtype.element_ty
-    grad_k = tl.load(target, mask=mask, other=0.0).to(ACC) + tl.load(source, mask=mask, other=0.0)
-    tl.store(target, grad_k.to(out_ty), mask=mask)
-    grad_v = tl.load(target + stride_which, mask=mask, other=0.0).to(ACC) + tl.load(source + HEAD_DIMS, mask=mask,
-                                                                                     other=0.0)
-    tl.store(target + stride_which, grad_v.to(out_ty), mask=mask)
-
-
-_KERNEL_BODIES = (_split_keys, _apply_order, _attention_forward, _attention_backward, _add_borrowed)
+@constant_under_compile
+def fused_ready(device: torch.device, dtype: torch.dtype, head_dims: int, slots: int = 0) -> bool:
+    """Whether the fused kernels run for ``dtype`` tensors with ``head_dims``-wide heads on ``device`` (which
+    ``triton_available``), and for the attention (``slots`` > 0) of clusters of ``slots`` query slots: the
+    resource report's architectures for that arithmetic (TF32 or not), the head dims and tiles it shows fitting.
+    Elsewhere the log says once that the torch ops run."""
+    device = torch.device(device)
+    if device.type == 'cuda' and device.index is None:
+        device = torch.device('cuda', torch.cuda.current_device())
+    return _fused_ready(device, dtype, int(head_dims), int(slots))
 
 
 @functools.lru_cache(maxsize=None)
 def _kernels() -> dict:
     """The kernels, compiled on first use: ``triton.jit`` gives Triton's interpreter instead when the process
     started with ``TRITON_INTERPRET=1`` (read by triton at its import, also for its own library functions)."""
-    return {body.__name__: triton.jit(body) for body in _KERNEL_BODIES}
+    return {body.__name__: triton.jit(body) for body in KERNEL_BODIES}
 
 
-def _token_block(tensor: torch.Tensor, group_slots: int) -> int:
-    cap = INTERPRETER_TOKEN_BLOCK if tensor.device.type == 'cpu' else GPU_TOKEN_BLOCK
-    return min(cap, _next_pow2(group_slots))
-
-
-def _acc_dtype(dtype: torch.dtype):
-    return tl.float64 if dtype == torch.float64 else tl.float32
-
-
-def _dot_precision(tensor: torch.Tensor) -> str:
-    """fp32 products in IEEE fp32 unless the user allowed TF32 for matmuls (``torch.backends.cuda.matmul``)."""
-    if tensor.dtype == torch.float32 and tensor.device.type == 'cuda' and torch.backends.cuda.matmul.allow_tf32:
-        return 'tf32'
-    return 'ieee'
+def _block_cap(tensor: torch.Tensor) -> int:
+    """Tokens per clustering block: the interpreter's (fewer Python steps), or 0 for the GPU table's."""
+    return INTERPRETER_TOKEN_BLOCK if tensor.device.type == 'cpu' else 0
 
 
 def cluster_triton(q: torch.Tensor, num_tokens: int, num_levels: int, num_slots: int,
@@ -360,114 +198,85 @@ def cluster_triton(q: torch.Tensor, num_tokens: int, num_levels: int, num_slots:
         q = q.contiguous()
     images, heads, _, head_dims = q.shape
     rows = images * heads
-    kernels = _kernels()
+    arithmetic = TORCH_ARITHMETIC[q.dtype]
     composite = q.dtype != torch.float64
-    acc = _acc_dtype(q.dtype)
-    block_d = _next_pow2(head_dims)
     perm = torch.arange(num_slots, device=q.device)
     perm_row_stride = 0  # level 0 reads the identity, shared by every row
     for level in range(num_levels):
         groups = 1 << level
         group_slots = num_slots >> level
-        block_n = _token_block(q, group_slots)
+        split = configs.split_launch(arithmetic, head_dims, group_slots, kmeans_iters, _block_cap(q),
+                                     device_arch(q.device))
         keys = torch.empty(rows, num_slots, device=q.device, dtype=torch.int64 if composite else torch.float64)
         LAUNCH_COUNTER.launch(
-            kernels['_split_keys'], (rows * groups,), q, perm, keys, q.stride(0), q.stride(1), q.stride(2),
-            perm_row_stride, heads, num_tokens, num_slots, group_slots, groups, float(temperature), float(eps),
-            HEAD_DIMS=head_dims, BLOCK_D=block_d, BLOCK_N=block_n, ITERS=kmeans_iters, ACC=acc,
-            COMPOSITE_KEY=composite)
+            '_split_keys', (rows * groups,), split, q, perm, keys, q.stride(0), q.stride(1), q.stride(2),
+            perm_row_stride, heads, num_tokens, num_slots, group_slots, groups, float(temperature), float(eps))
         by_group = keys.view(rows * groups, group_slots)
         order = torch.sort(by_group, dim=-1).values if composite else torch.sort(by_group, dim=-1, stable=True)[1]
         layout = level_layout[level]
         new_perm = torch.empty(rows, num_slots, device=q.device, dtype=torch.int64)
+        apply = configs.order_launch(arithmetic, group_slots, layout is not None, _block_cap(q))
         LAUNCH_COUNTER.launch(
-            kernels['_apply_order'], (rows * groups, triton.cdiv(group_slots, block_n)), perm, order,
-            layout if layout is not None else order, new_perm, perm_row_stride, num_slots, group_slots, groups,
-            HAS_LAYOUT=layout is not None, COMPOSITE_KEY=composite, BLOCK_N=block_n)
+            '_apply_order', (rows * groups, triton.cdiv(group_slots, apply.constexprs['BLOCK_N'])), apply, perm,
+            order, layout if layout is not None else order, new_perm, perm_row_stride, num_slots, group_slots,
+            groups)
         perm, perm_row_stride = new_perm, num_slots
     if num_levels == 0:
         perm = perm.expand(rows, num_slots).clone()
     return perm
 
 
-def _attention_sizes(qkv: torch.Tensor, key_index: torch.Tensor, slots: int):
-    head_dims = qkv.shape[-1]
-    key_count = key_index.shape[1]
-    return dict(HEAD_DIMS=head_dims, BLOCK_D=_next_pow2(head_dims, MIN_DOT_DIM),
-                BLOCK_Q=_next_pow2(slots, MIN_DOT_DIM), BLOCK_K=_next_pow2(key_count, MIN_DOT_DIM),
-                ACC=_acc_dtype(qkv.dtype))
+def _attention_launch(kernel: str, qkv: torch.Tensor, key_index: torch.Tensor, slots: int) -> configs.Launch:
+    return configs.attention_launch(kernel, arithmetic_of(qkv), qkv.shape[-1], slots, key_index.shape[1],
+                                    device_arch(qkv.device))
+
+
+def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def attention_forward(qkv: torch.Tensor, perm: torch.Tensor, key_index: torch.Tensor, slots: int,
                       scale: float) -> Tuple[torch.Tensor, torch.Tensor]:
     """qkv (B, N, 3, H, d) with unit stride along d, perm (B*H, M), key_index (clusters, s + overlap) ->
     (output (B, N, H*d) in token order, logsumexp (B*H, M) of every query slot)."""
+    if qkv.stride(-1) != 1:
+        qkv = qkv.contiguous()
     images, num_tokens, _, heads, head_dims = qkv.shape
     num_slots = perm.shape[1]
     clusters = key_index.shape[0]
     out = torch.empty(images, num_tokens, heads * head_dims, device=qkv.device, dtype=qkv.dtype)
-    lse = torch.empty(images * heads, num_slots, device=qkv.device,
-                      dtype=torch.float64 if qkv.dtype == torch.float64 else torch.float32)
+    lse = torch.empty(images * heads, num_slots, device=qkv.device, dtype=_acc_dtype(qkv.dtype))
     LAUNCH_COUNTER.launch(
-        _kernels()['_attention_forward'], (images * heads * clusters,), qkv, perm, key_index, out, lse,
-        qkv.stride(0), qkv.stride(1), qkv.stride(2), qkv.stride(3), out.stride(0), out.stride(1), heads,
-        num_tokens, num_slots, slots, key_index.shape[1], clusters, float(scale), PRECISION=_dot_precision(qkv),
-        **_attention_sizes(qkv, key_index, slots))
+        '_attention_forward', (images * heads * clusters,), _attention_launch('_attention_forward', qkv, key_index,
+                                                                              slots),
+        qkv, perm, key_index, out, lse, qkv.stride(0), qkv.stride(1), qkv.stride(2), qkv.stride(3), out.stride(0),
+        out.stride(1), heads, num_tokens, num_slots, slots, key_index.shape[1], clusters, float(scale))
     return out, lse
 
 
 def attention_backward(qkv: torch.Tensor, perm: torch.Tensor, key_index: torch.Tensor, slots: int, scale: float,
-                       lse: torch.Tensor, grad_out: torch.Tensor) -> torch.Tensor:
-    """The gradient of qkv (B, N, 3, H, d), contiguous, for the output gradient (B, N, H*d)."""
+                       out: torch.Tensor, lse: torch.Tensor, grad_out: torch.Tensor) -> torch.Tensor:
+    """The gradient of qkv (B, N, 3, H, d), contiguous, for the output gradient (B, N, H*d) of the forward's
+    ``out`` and ``lse``."""
     images, num_tokens, _, heads, head_dims = qkv.shape
     num_slots = perm.shape[1]
     clusters, key_count = key_index.shape
     overlap = key_count - slots
-    grad_out = grad_out.contiguous()
+    grad_out, out = grad_out.contiguous(), out.contiguous()
     grad_qkv = torch.empty_like(qkv, memory_format=torch.contiguous_format)
-    acc_dtype = torch.float64 if qkv.dtype == torch.float64 else torch.float32
     borrowed = torch.empty(images * heads * clusters * max(overlap, 1) * 2 * head_dims, device=qkv.device,
-                           dtype=acc_dtype)
-    kernels = _kernels()
-    sizes = _attention_sizes(qkv, key_index, slots)
+                           dtype=_acc_dtype(qkv.dtype))
     strides = (grad_qkv.stride(0), grad_qkv.stride(1), grad_qkv.stride(2), grad_qkv.stride(3))
     if qkv.stride() != grad_qkv.stride():
         qkv = qkv.contiguous()
     LAUNCH_COUNTER.launch(
-        kernels['_attention_backward'], (images * heads * clusters,), qkv, perm, key_index, grad_out, lse, grad_qkv,
-        borrowed, *strides, grad_out.stride(0), grad_out.stride(1), heads, num_tokens, num_slots, slots, key_count,
-        clusters, overlap, float(scale), PRECISION=_dot_precision(qkv), **sizes)
+        '_attention_backward', (images * heads * clusters,),
+        _attention_launch('_attention_backward', qkv, key_index, slots), qkv, perm, key_index, out, grad_out, lse,
+        grad_qkv, borrowed, *strides, grad_out.stride(0), grad_out.stride(1), heads, num_tokens, num_slots, slots,
+        key_count, clusters, overlap, float(scale))
     if overlap > 0:
         LAUNCH_COUNTER.launch(
-            kernels['_add_borrowed'], (images * heads * clusters,), perm, key_index, borrowed, grad_qkv, *strides,
-            heads, num_tokens, num_slots, slots, key_count, clusters, overlap, HEAD_DIMS=head_dims,
-            BLOCK_D=sizes['BLOCK_D'], BLOCK_O=_next_pow2(overlap), ACC=sizes['ACC'])
+            '_add_borrowed', (images * heads * clusters,),
+            configs.add_borrowed_launch(arithmetic_of(qkv), head_dims, overlap), perm, key_index, borrowed,
+            grad_qkv, *strides, heads, num_tokens, num_slots, slots, key_count, clusters, overlap)
     return grad_qkv
-
-
-class _FusedClusterAttention(torch.autograd.Function):
-    """The fused attention with its fused backward; saves qkv (LePE keeps it alive anyway), the permutation
-    and one logsumexp per query slot."""
-
-    @staticmethod
-    def forward(ctx, qkv, perm, key_index, slots, scale):
-        out, lse = attention_forward(qkv, perm, key_index, slots, scale)
-        ctx.slots, ctx.scale = slots, scale
-        ctx.save_for_backward(qkv, perm, key_index, lse)
-        return out
-
-    @staticmethod
-    def backward(ctx, grad_out):
-        qkv, perm, key_index, lse = ctx.saved_tensors
-        return attention_backward(qkv, perm, key_index, ctx.slots, ctx.scale, lse, grad_out), None, None, None, None
-
-
-def attend_triton(qkv: torch.Tensor, perm: torch.Tensor, key_index: torch.Tensor, slots: int,
-                  scale: float) -> torch.Tensor:
-    """Attention within clusters (``cluster_attention.attend_within_clusters``) in one fused kernel, with a
-    fused backward when qkv needs a gradient."""
-    if qkv.stride(-1) != 1:
-        qkv = qkv.contiguous()
-    if qkv.requires_grad and torch.is_grad_enabled():
-        return _FusedClusterAttention.apply(qkv, perm, key_index, slots, scale)
-    return attention_forward(qkv, perm, key_index, slots, scale)[0]

@@ -7,7 +7,7 @@ import torch
 from conftest import FLOAT32_MOVED_TOKENS, cluster_sets, moved_token_share, tie_free_queries
 
 from boat_mm.analysis.kernel_census import CENSUS_TARGETS, fsla_kernel_census
-from boat_mm.models.layers import cluster_attention, triton_kernels
+from boat_mm.models.layers import cluster_attention, fsla_ops, triton_kernels
 from boat_mm.models.layers.clustering import TRITON, balanced_hierarchical_clustering, kernel_choice, plan_clusters
 from boat_mm.models.layers.feature_space_attention import FeatureSpaceLocalAttention
 from boat_mm.models.layers.native_clustering import NATIVE_ENV
@@ -98,7 +98,7 @@ def test_float64_attention_and_gradients_equal_autograd(num_tokens, triton_path)
     grad_out = torch.randn(1, num_tokens, HEADS * HEAD_DIMS, dtype=torch.float64,
                            generator=torch.Generator().manual_seed(2)).to(DEVICE)
     fused = _attention_and_gradients(
-        lambda t: triton_kernels.attend_triton(t, perm, plan.key_index, plan.slots_per_cluster, scale),
+        lambda t: fsla_ops.attend(t, perm, plan, scale),
         qkv, perm, plan, grad_out)
     plain = _attention_and_gradients(lambda t: cluster_attention._attend(t, perm, plan, scale, 0.0), qkv, perm, plan,
                                      grad_out)
@@ -112,7 +112,7 @@ def test_float32_attention_matches(triton_path):
     qkv = _qkv(825, torch.float32)
     perm = _torch_clusters(qkv[:, :, 0].transpose(1, 2).double(), plan)
     scale = HEAD_DIMS ** -0.5
-    fused = triton_kernels.attend_triton(qkv, perm, plan.key_index, plan.slots_per_cluster, scale)
+    fused = fsla_ops.attend(qkv, perm, plan, scale)
     torch.testing.assert_close(fused, cluster_attention._attend(qkv, perm, plan, scale, 0.0), rtol=1e-5, atol=1e-5)
 
 
