@@ -1,6 +1,6 @@
 """Attention within the clusters of FSLA: every query attends to its own cluster's keys and ``overlap`` keys of
-its sibling (BOAT_SPEC.md section 3), in the torch implementation (CPU, traced graphs, no triton); eager CUDA
-runs take ``triton_kernels`` instead (``clustering.kernel_choice``)."""
+its sibling (BOAT_SPEC.md section 3), in the torch implementation (CPU, exported graphs, no triton, and the fused
+ops' fallback); CUDA runs take the fused kernels instead (``fsla_ops``, chosen by ``clustering.kernel_choice``)."""
 import math
 import os
 from typing import List, Optional, Tuple

@@ -9,10 +9,11 @@ tokens. Because the number of pad slots in every group is fixed by ``N`` alone, 
 is static and cached.
 
 Three implementations give the same clusters (``kernel_choice`` picks one, ``BOAT_MM_NATIVE`` switches): in
-eager CPU runs a fused C++ kernel (``native_clustering``), in eager CUDA runs fused Triton kernels
-(``triton_kernels``, three launches per split level), elsewhere (torch.compile / torch.export / ONNX tracing,
-no compiler, no triton, ``BOAT_MM_NATIVE=0``) the torch code below, which batches every level over all groups,
-with shapes fixed by N alone and no host-device synchronisation.
+eager CPU runs a fused C++ kernel (``native_clustering``), in CUDA runs, eager or compiled, fused Triton kernels
+(three launches per split level, as the custom op ``fsla_ops.cluster``), elsewhere (torch.export / ONNX tracing,
+torch.compile on CPU, no compiler, no triton, ``BOAT_MM_NATIVE=0``, and the fused ops' fallback) the torch code
+below, which batches every level over all groups, with shapes fixed by N alone and no host-device
+synchronisation.
 """
 import math
 import os
