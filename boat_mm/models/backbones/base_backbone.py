@@ -20,7 +20,12 @@ from ..utils.ckpt_convert import (
     resize_relative_position_tables,
     table_window_size,
 )
-from ..utils.toolbox_args import resolve_fsla_cfg, resolve_fsla_stages
+from ..utils.toolbox_args import (
+    check_fsla_settings,
+    check_in_channels,
+    resolve_fsla_cfg,
+    resolve_fsla_stages,
+)
 
 __all__ = ['BOATBackbone', 'BilateralBlock', 'default_out_indices', 'stages_frozen_by']
 
@@ -93,6 +98,7 @@ class BOATBackbone(BaseModule):
     def _setup_outputs(self, num_features: Sequence[int], out_indices: Union[None, int, Sequence[int]],
                        frozen_stages: int, norm_eval: bool, in_channels: int) -> None:
         num_stages = len(num_features)
+        check_in_channels(type(self).__name__, in_channels)
         if out_indices is None:
             out_indices = default_out_indices(num_stages)
         if isinstance(out_indices, int):
@@ -118,6 +124,7 @@ class BOATBackbone(BaseModule):
         self.fsla_stages = resolve_fsla_stages(name, fsla_stages, num_stages,
                                                default=self.released_fsla_stages(num_stages), with_fsla=with_fsla)
         self.fsla_cfg = resolve_fsla_cfg(name, fsla_cfg, self.default_fsla_cfg, **legacy)
+        check_fsla_settings(name, self.fsla_cfg)
 
     def _add_output_norms(self) -> None:
         for i in self.out_indices:
@@ -128,6 +135,8 @@ class BOATBackbone(BaseModule):
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f'{type(self).__name__} expects images of shape (B, {self.in_channels}, H, W), '
                              f'got {tuple(x.shape)}')
+        if x.shape[0] == 0:
+            raise ValueError(f'{type(self).__name__} got a batch of 0 images {tuple(x.shape)}: nothing to encode')
 
     def _output(self, stage_index: int, x: torch.Tensor, hw_shape: Tuple[int, int]) -> torch.Tensor:
         """Stage output through its ``norm{i}``, as an NCHW map."""

@@ -29,6 +29,8 @@ from ..layers.feature_space_attention import (
 from ..layers.transformer_layers import pad_to_multiple, tokens_to_nchw
 from ..utils.toolbox_args import (
     UNSET,
+    check_image_size,
+    check_rate,
     init_cfg_from_pretrained,
     merge_alias,
     refuse_unless,
@@ -258,6 +260,8 @@ class BOATCSWinTransformer(BOATBackbone):
         if not len(num_heads) == len(split_sizes) == num_stages:
             raise ValueError(f'depths, num_heads and split_sizes must have the same length, got '
                              f'{depths}, {num_heads}, {split_sizes}')
+        check_image_size(name, 'img_size', img_size)
+        check_rate(name, 'drop_path_rate', drop_path_rate)
         self._setup_fsla(num_stages, fsla_stages, fsla_cfg, with_fsla, cluster_size=cluster_size, overlap=overlap,
                          kmeans_iters=kmeans_iters, temperature=temperature, fsla_qk_scale=fsla_qk_scale)
         embed_dims = settings['embed_dims']

@@ -33,7 +33,9 @@ from ..utils.toolbox_args import (
     UNSET,
     check_act_cfg,
     check_empty_cfg,
+    check_image_size,
     check_norm_cfg,
+    check_rate,
     init_cfg_from_pretrained,
     refuse_unless,
     resolve_arch,
@@ -319,6 +321,9 @@ class BOATSwinTransformer(BOATBackbone):
         num_stages = len(depths)
         self._check_stock_arguments(num_stages, patch_size, strides, patch_norm, use_abs_pos_embed, act_cfg,
                                     norm_cfg, out_after_downsample, stage_cfgs, patch_cfg)
+        check_image_size(type(self).__name__, 'pretrain_img_size', pretrain_img_size)
+        check_image_size(type(self).__name__, 'img_size', img_size)
+        check_rate(type(self).__name__, 'drop_path_rate', drop_path_rate)
         self._setup_fsla(num_stages, fsla_stages, fsla_cfg, cluster_size=cluster_size, overlap=overlap,
                          kmeans_iters=kmeans_iters, temperature=temperature, fsla_qk_scale=fsla_qk_scale)
         if window_size < 1:

@@ -7,6 +7,7 @@ its sibling cluster (``cluster_attention``); a depthwise 3x3 convolution on v in
 position information. Which implementation runs the clustering and the attention (C++ on CPU, fused Triton
 kernels on CUDA, torch ops when traced) is ``clustering.kernel_choice``'s, switched by ``BOAT_MM_NATIVE``.
 """
+import math
 from contextlib import contextmanager
 from typing import List, Optional, Tuple
 
@@ -80,8 +81,10 @@ class FeatureSpaceLocalAttention(nn.Module):
             raise ValueError(f'overlap must be >= 0, got {overlap}')
         if kmeans_iters < 0:
             raise ValueError(f'kmeans_iters must be >= 0, got {kmeans_iters}')
-        if temperature <= 0:
-            raise ValueError(f'temperature must be > 0, got {temperature}')
+        if not math.isfinite(temperature) or temperature <= 0:  # NaN passes a `<= 0` test
+            raise ValueError(f'temperature must be a finite number > 0, got {temperature}')
+        if qk_scale is not None and (not math.isfinite(qk_scale) or qk_scale <= 0):
+            raise ValueError(f'qk_scale must be None or a finite number > 0, got {qk_scale}')
         self.embed_dims = embed_dims
         self.num_heads = num_heads
         self.head_dims = embed_dims // num_heads

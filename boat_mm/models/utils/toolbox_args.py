@@ -5,12 +5,14 @@ Each stock argument is either honoured, accepted because it changes nothing for 
 ``ValueError`` that names the argument, the value given and what is supported. This module holds the
 checks both backbones share; each backbone's docstring lists its own table.
 """
+import math
+import numbers
 import warnings
 from typing import Any, Mapping, Optional, Sequence
 
 __all__ = ['resolve_arch', 'refuse_unless', 'check_norm_cfg', 'check_act_cfg', 'check_empty_cfg',
            'merge_alias', 'init_cfg_from_pretrained', 'resolve_fsla_stages', 'resolve_fsla_cfg', 'UNSET',
-           'FSLA_CFG_KEYS']
+           'FSLA_CFG_KEYS', 'check_image_size', 'check_rate', 'check_in_channels', 'check_fsla_settings']
 
 # The norm and activation every BOAT block is built with (as in Swin and CSWin).
 SUPPORTED_NORM_TYPES = ('LN', 'LayerNorm')
@@ -151,3 +153,44 @@ def resolve_fsla_cfg(class_name: str, fsla_cfg: Optional[Mapping[str, Any]], def
             raise ValueError(f'{class_name}: {old}={value!r} contradicts fsla_cfg {new}={given[new]!r}')
         given[new] = value
     return {**defaults, **given}
+
+
+def check_image_size(class_name: str, name: str, value: Any) -> None:
+    """``pretrain_img_size`` / ``img_size``: an int or a sequence of length 1 or 2, as the stock Swin asserts
+    ("The size of image should have length 1 or 2"); None: not given."""
+    if value is None:
+        return
+    if isinstance(value, (list, tuple)):
+        ok = len(value) in (1, 2) and all(isinstance(v, int) and v >= 1 for v in value)
+    else:
+        ok = isinstance(value, int) and value >= 1
+    refuse_unless(ok, class_name, name, value, 'the size of image should be an int or have length 1 or 2')
+
+
+def check_rate(class_name: str, name: str, value: Any) -> None:
+    """A dropout or stochastic-depth rate: a finite number in [0, 1)."""
+    ok = isinstance(value, numbers.Real) and math.isfinite(value) and 0 <= value < 1
+    refuse_unless(ok, class_name, name, value, 'a rate in [0, 1) is expected')
+
+
+def check_in_channels(class_name: str, value: Any) -> None:
+    refuse_unless(isinstance(value, int) and value >= 1, class_name, 'in_channels', value,
+                  'images need at least one channel (an int >= 1)')
+
+
+def check_fsla_settings(class_name: str, settings: Mapping[str, Any]) -> None:
+    """The FSLA settings (``resolve_fsla_cfg``'s result): integers where they count tokens or iterations, a
+    finite positive temperature and scale (NaN would pass a ``<= 0`` test and cluster nothing)."""
+    def integer(value, least):
+        return isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+    def positive(value):
+        return isinstance(value, numbers.Real) and math.isfinite(value) and value > 0
+    checks = (('cluster_size', integer(settings['cluster_size'], 2), 'an int >= 2'),
+              ('overlap', integer(settings['overlap'], 0), 'an int >= 0'),
+              ('kmeans_iters', integer(settings['kmeans_iters'], 0), 'an int >= 0'),
+              ('temperature', positive(settings['temperature']), 'a finite number > 0'),
+              ('qk_scale', settings.get('qk_scale') is None or positive(settings['qk_scale']),
+               'None (head_dim ** -0.5) or a finite number > 0'))
+    for key, ok, expected in checks:
+        refuse_unless(ok, class_name, f'fsla_cfg {key}', settings.get(key), f'{expected} is expected')

@@ -41,10 +41,10 @@ def test_wrong_channels_fail_before_any_work(cls, monkeypatch):
 @pytest.mark.parametrize('kwargs, match', [
     (dict(arch='giant'),
      r"unknown arch 'giant'; choose one of \['b', 'base', 'l', 'large', 's', 'small', 't', 'tiny'\]"),
-    (dict(fsla_cfg=dict(cluster_size=1)), 'cluster_size must be >= 2'),
-    (dict(fsla_cfg=dict(overlap=-3)), 'overlap must be >= 0'),
-    (dict(fsla_cfg=dict(temperature=0.0)), 'temperature must be > 0'),
-    (dict(fsla_cfg=dict(kmeans_iters=-1)), 'kmeans_iters must be >= 0'),
+    (dict(fsla_cfg=dict(cluster_size=1)), 'fsla_cfg cluster_size=1 is not supported; an int >= 2 is expected'),
+    (dict(fsla_cfg=dict(overlap=-3)), 'fsla_cfg overlap=-3 is not supported; an int >= 0 is expected'),
+    (dict(fsla_cfg=dict(temperature=0.0)), 'fsla_cfg temperature=0.0 is not supported; a finite number > 0'),
+    (dict(fsla_cfg=dict(kmeans_iters=-1)), 'fsla_cfg kmeans_iters=-1 is not supported; an int >= 0 is expected'),
     (dict(fsla_cfg=dict(clusters=64)), r"fsla_cfg has unknown keys \['clusters'\]"),
     (dict(fsla_cfg=dict(overlap=8), overlap=10), r'overlap=10 contradicts fsla_cfg overlap=8'),
     (dict(fsla_stages=(7,)), r'fsla_stages must be stage indices in \[0, 4\)'),
@@ -54,6 +54,52 @@ def test_wrong_channels_fail_before_any_work(cls, monkeypatch):
 def test_invalid_arguments_fail_at_construction(kwargs, match):
     with pytest.raises(ValueError, match=match):
         BOATSwinTransformer(**kwargs)
+
+
+NAN, INF = float('nan'), float('inf')
+
+
+@pytest.mark.parametrize('cls', BACKBONES)
+@pytest.mark.parametrize('kwargs, match', [
+    (dict(fsla_cfg=dict(temperature=NAN)), r'fsla_cfg temperature=nan is not supported; a finite number > 0'),
+    (dict(fsla_cfg=dict(temperature=INF)), r'fsla_cfg temperature=inf is not supported'),
+    (dict(fsla_cfg=dict(temperature=-1.0)), r'fsla_cfg temperature=-1.0 is not supported'),
+    (dict(fsla_cfg=dict(qk_scale=NAN)), r'fsla_cfg qk_scale=nan is not supported; None \(head_dim \*\* -0.5\) or'),
+    (dict(fsla_cfg=dict(qk_scale=0.0)), r'fsla_cfg qk_scale=0.0 is not supported'),
+    (dict(fsla_cfg=dict(cluster_size=49.5)), r'fsla_cfg cluster_size=49.5 is not supported'),
+    (dict(fsla_cfg=dict(overlap=NAN)), r'fsla_cfg overlap=nan is not supported'),
+    (dict(in_channels=0), r'in_channels=0 is not supported; images need at least one channel'),
+    (dict(in_channels=-3), r'in_channels=-3 is not supported'),
+    (dict(drop_path_rate=1.0), r'drop_path_rate=1.0 is not supported; a rate in \[0, 1\) is expected'),
+    (dict(drop_path_rate=-0.1), r'drop_path_rate=-0.1 is not supported'),
+    (dict(drop_path_rate=NAN), r'drop_path_rate=nan is not supported'),
+    (dict(img_size=(224, 224, 224)), r'img_size=\(224, 224, 224\) is not supported; the size of image should be'),
+])
+def test_bad_values_are_refused_at_construction_by_both_backbones(cls, kwargs, match):
+    """Non-finite or non-positive FSLA settings (NaN passes a `<= 0` test), no image channels, a stochastic
+    depth outside [0, 1), an image size of the wrong length: refused, naming the argument and the value."""
+    with pytest.raises(ValueError, match=f'{cls.__name__}: ' + match):
+        cls(**kwargs)
+
+
+def test_swin_pretrain_img_size_of_the_wrong_length_is_refused_as_the_stock_swin_refuses_it():
+    with pytest.raises(ValueError, match=r'pretrain_img_size=\(224, 224, 224\) is not supported; the size of image '
+                                         r'should be an int or have length 1 or 2'):
+        BOATSwinTransformer(pretrain_img_size=(224, 224, 224))
+    for ok in (224, (224,), (224, 224), [384, 384]):
+        BOATSwinTransformer(arch=dict(embed_dims=16, depths=(1, 1), num_heads=(1, 1)), pretrain_img_size=ok)
+
+
+def test_fsla_module_refuses_a_nan_temperature():
+    with pytest.raises(ValueError, match='temperature must be a finite number > 0, got nan'):
+        FeatureSpaceLocalAttention(32, 2, temperature=NAN)
+
+
+@pytest.mark.parametrize('cls', BACKBONES)
+def test_a_batch_of_zero_images_is_a_clear_error(cls):
+    model = tiny(cls)
+    with pytest.raises(ValueError, match=r'got a batch of 0 images \(0, 3, 64, 64\): nothing to encode'):
+        model(torch.randn(0, 3, 64, 64))
 
 
 @pytest.mark.parametrize('cls', BACKBONES)
