@@ -216,11 +216,18 @@ class BOATBackbone(BaseModule):
         mine = [k for k in own if k.endswith(RELATIVE_TABLE_SUFFIX)]
         if not mine or not any(k in weights and weights[k].shape[0] != own[k].shape[0] for k in mine):
             return None
-        target = table_window_size(own[mine[0]])
-        sources = sorted({table_window_size(weights[k]) for k in mine if k in weights})
-        resized = resize_relative_position_tables(weights, target)
+        targets = {}  # this backbone's window -> the checkpoint tables to resize to it (one per block)
+        for key in mine:
+            if key in weights and weights[key].shape[0] != own[key].shape[0]:
+                targets.setdefault(table_window_size(own[key]), []).append(key)
+        sources = sorted({table_window_size(weights[k]) for keys in targets.values() for k in keys})
+        resized = []
+        for target, keys in sorted(targets.items()):
+            tables = {k: weights[k] for k in keys}
+            resized += resize_relative_position_tables(tables, target)
+            weights.update(tables)
         return (f'resized {len(resized)} relative_position_bias_table tensors from window '
-                f'{"/".join(map(str, sources))} to window {target} (bicubic)')
+                f'{"/".join(map(str, sources))} to window {"/".join(map(str, sorted(targets)))} (bicubic)')
 
     def _init_fresh_weights(self) -> None:
         for module in self.modules():

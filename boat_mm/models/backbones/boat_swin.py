@@ -39,6 +39,7 @@ from ..utils.toolbox_args import (
     init_cfg_from_pretrained,
     refuse_unless,
     resolve_arch,
+    resolve_stage_windows,
 )
 from .base_backbone import BilateralBlock, BOATBackbone
 
@@ -218,11 +219,11 @@ class PatchEmbed(nn.Module):
 class BOATSwinStage(nn.Module):
     """Blocks of one resolution, then (except for the last stage) patch merging."""
 
-    def __init__(self, embed_dims: int, depth: int, num_heads: int, window_size: int, use_fsla: bool,
+    def __init__(self, embed_dims: int, depth: int, num_heads: int, window_sizes: Sequence[int], use_fsla: bool,
                  drop_paths: Sequence[float], downsample: bool, **block_kwargs):
         super().__init__()
         self.blocks = nn.ModuleList([
-            BOATSwinBlock(embed_dims, num_heads, window_size, shift=i % 2 == 1,
+            BOATSwinBlock(embed_dims, num_heads, window_sizes[i], shift=i % 2 == 1,
                           use_fsla=use_fsla and i % 2 == 1, drop_path=drop_paths[i], **block_kwargs)
             for i in range(depth)])
         self.downsample = PatchMerging(embed_dims) if downsample else None
@@ -276,11 +277,17 @@ class BOATSwinTransformer(BOATBackbone):
 
     Stock arguments accepted because they change nothing here: ``pretrain_img_size`` and ``img_size``
     (they size absolute position embeddings, which BOAT has not), ``interpolate_mode`` (resizes those),
-    ``pad_small_map`` (maps smaller than a window are always padded, with the padded keys masked).
-    Refused with a ``ValueError`` at construction, because BOAT cannot honour them:
+    ``pad_small_map`` (maps smaller than a window are always padded, with the padded keys masked); both must
+    be valid (an image size of length 1 or 2, as the stock Swin asserts).
+    Honoured as mmpretrain takes it: ``stage_cfgs`` (one dict for every stage or one per stage) with
+    ``window_size`` and ``block_cfgs`` (one dict for every block or one per block) with ``window_size``: the
+    window of each block (mmpretrain's 384-pixel configs: ``stage_cfgs=dict(block_cfgs=dict(window_size=12))``);
+    other keys there are refused, naming them.
+    Refused with a ``ValueError`` at construction, because BOAT does not build them yet:
     ``use_abs_pos_embed=True``, ``strides`` other than ``(patch_size, 2, 2, 2)``, ``patch_norm=False``,
     ``act_cfg`` other than GELU, ``norm_cfg`` other than LN, ``out_after_downsample=True``, non-empty
-    ``stage_cfgs`` / ``patch_cfg``.
+    ``patch_cfg``. Bad values (non-finite or non-positive FSLA settings, ``in_channels`` < 1,
+    ``drop_path_rate`` outside [0, 1)) are refused too, and a batch of zero images at the first forward.
     """
     arch_zoo = {
         **dict.fromkeys(['t', 'tiny'], dict(embed_dims=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24))),
@@ -328,6 +335,7 @@ class BOATSwinTransformer(BOATBackbone):
                          kmeans_iters=kmeans_iters, temperature=temperature, fsla_qk_scale=fsla_qk_scale)
         if window_size < 1:
             raise ValueError(f'window_size must be >= 1, got {window_size}')
+        windows = resolve_stage_windows(type(self).__name__, stage_cfgs, window_size, depths)
         embed_dims = settings['embed_dims']
         self._setup_outputs([embed_dims * 2 ** i for i in range(num_stages)], out_indices, frozen_stages,
                             norm_eval, in_channels)
@@ -339,7 +347,7 @@ class BOATSwinTransformer(BOATBackbone):
         self.stages = nn.ModuleList()
         for i, (depth, heads) in enumerate(zip(depths, num_heads)):
             self.stages.append(BOATSwinStage(
-                self.num_features[i], depth, heads, window_size, use_fsla=i in self.fsla_stages,
+                self.num_features[i], depth, heads, windows[i], use_fsla=i in self.fsla_stages,
                 drop_paths=drop_paths[i], downsample=i < num_stages - 1,
                 mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, qk_scale=qk_scale, drop=drop_rate,
                 attn_drop=attn_drop_rate, fsla_cfg=self.fsla_cfg, with_cp=with_cp))
@@ -369,7 +377,6 @@ class BOATSwinTransformer(BOATBackbone):
         check_norm_cfg(name, norm_cfg)
         refuse_unless(not out_after_downsample, name, 'out_after_downsample', out_after_downsample,
                       'stage outputs are taken before patch merging (out_after_downsample=False)')
-        check_empty_cfg(name, 'stage_cfgs', stage_cfgs)
         check_empty_cfg(name, 'patch_cfg', patch_cfg)
 
     def _embed(self, x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int]]:

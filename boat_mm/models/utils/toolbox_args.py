@@ -12,7 +12,8 @@ from typing import Any, Mapping, Optional, Sequence
 
 __all__ = ['resolve_arch', 'refuse_unless', 'check_norm_cfg', 'check_act_cfg', 'check_empty_cfg',
            'merge_alias', 'init_cfg_from_pretrained', 'resolve_fsla_stages', 'resolve_fsla_cfg', 'UNSET',
-           'FSLA_CFG_KEYS', 'check_image_size', 'check_rate', 'check_in_channels', 'check_fsla_settings']
+           'FSLA_CFG_KEYS', 'resolve_stage_windows', 'check_image_size', 'check_rate', 'check_in_channels',
+           'check_fsla_settings', 'STAGE_CFG_KEYS', 'BLOCK_CFG_KEYS']
 
 # The norm and activation every BOAT block is built with (as in Swin and CSWin).
 SUPPORTED_NORM_TYPES = ('LN', 'LayerNorm')
@@ -194,3 +195,49 @@ def check_fsla_settings(class_name: str, settings: Mapping[str, Any]) -> None:
                'None (head_dim ** -0.5) or a finite number > 0'))
     for key, ok, expected in checks:
         refuse_unless(ok, class_name, f'fsla_cfg {key}', settings.get(key), f'{expected} is expected')
+
+
+# The keys of mmpretrain's ``stage_cfgs`` (per stage) and of their ``block_cfgs`` (per block) that BOAT-Swin
+# honours: the window of each block (mmpretrain's 384-pixel configs set ``block_cfgs=dict(window_size=12)``).
+STAGE_CFG_KEYS = ('window_size', 'block_cfgs')
+BLOCK_CFG_KEYS = ('window_size',)
+
+
+def _per_item(class_name: str, name: str, value, count: int) -> list:
+    """mmpretrain's convention: one dict for every item, or a sequence of one dict per item."""
+    if value is None:
+        return [{} for _ in range(count)]
+    if isinstance(value, Mapping):
+        return [dict(value) for _ in range(count)]
+    items = list(value)
+    refuse_unless(len(items) == count and all(isinstance(item, Mapping) for item in items), class_name, name,
+                  value, f'one dict for all, or a sequence of {count} dicts (one each)')
+    return [dict(item) for item in items]
+
+
+def resolve_stage_windows(class_name: str, stage_cfgs, window_size: int, depths: Sequence[int]) -> list:
+    """The Swin window of every block, per stage, from ``window_size`` and mmpretrain's ``stage_cfgs``:
+    a dict for every stage or a sequence of one per stage, each with an optional ``window_size`` and
+    ``block_cfgs`` (a dict for every block of the stage or one per block, each with an optional
+    ``window_size``), later settings overriding earlier ones as in mmpretrain's ``SwinTransformer``. Other keys
+    (mmpretrain's block internals: ffn_cfgs, norm_cfg, ...) are refused, naming them."""
+    windows = []
+    for stage, stage_cfg in enumerate(_per_item(class_name, 'stage_cfgs', stage_cfgs, len(depths))):
+        unknown = sorted(set(stage_cfg) - set(STAGE_CFG_KEYS))
+        refuse_unless(not unknown, class_name, 'stage_cfgs', stage_cfgs,
+                      f'stage {stage} sets {unknown}; BOAT-Swin honours {list(STAGE_CFG_KEYS)} there')
+        stage_window = stage_cfg.get('window_size', window_size)
+        block_cfgs = _per_item(class_name, f'stage_cfgs[{stage}].block_cfgs', stage_cfg.get('block_cfgs'),
+                               depths[stage])
+        stage_windows = []
+        for block, block_cfg in enumerate(block_cfgs):
+            unknown = sorted(set(block_cfg) - set(BLOCK_CFG_KEYS))
+            refuse_unless(not unknown, class_name, 'stage_cfgs', stage_cfgs,
+                          f'block {block} of stage {stage} sets {unknown}; BOAT-Swin honours '
+                          f'{list(BLOCK_CFG_KEYS)} there')
+            window = block_cfg.get('window_size', stage_window)
+            refuse_unless(isinstance(window, int) and window >= 1, class_name, 'window_size', window,
+                          'a positive int (released: 7)')
+            stage_windows.append(window)
+        windows.append(stage_windows)
+    return windows

@@ -60,6 +60,20 @@ def test_stock_swin_config_swaps_by_type_alone(tmp_path, name):
         assert logits.shape == (1, 1000)
 
 
+def test_mmpretrain_384_config_swaps_by_type_alone(tmp_path):
+    """mmpretrain's stock 384-pixel Swin config (``stage_cfgs=dict(block_cfgs=dict(window_size=12))``,
+    ``img_size=384``) with only ``type`` changed: windows of 12 in every block, the layout of
+    ``BOATSwinTransformer(arch='base', window_size=12)``, logits for a 384 x 384 image."""
+    model = build(swapped_config(tmp_path, 'mmpretrain::swin_transformer/swin-base_16xb64_in1k-384px.py'))
+    backbone = model.backbone
+    assert {block.window_size for stage in backbone.stages for block in stage.blocks} == {12}
+    ours = BOATSwinTransformer(arch='base', window_size=12, out_indices=backbone.out_indices)
+    assert {k: v.shape for k, v in backbone.state_dict().items()} == {k: v.shape for k, v in ours.state_dict().items()}
+    with torch.no_grad():
+        logits = model.eval()(torch.randn(1, 3, 384, 384), mode='tensor')
+    assert logits.shape == (1, 1000) and torch.isfinite(logits).all()
+
+
 def test_convert_weights_loads_official_swin_through_the_converter(tmp_path):
     """mmdet's stock Swin configs set convert_weights=True with the official Swin checkpoint in init_cfg."""
     from test_checkpoint_conversion import official_swin_state_dict
@@ -200,7 +214,11 @@ def test_cswin_upernet_config_swaps_by_type_alone(tmp_path):
     (dict(norm_cfg=dict(type='BN')), r"norm_cfg=\{'type': 'BN'\} is not supported; only dict\(type='LN'\)"),
     (dict(norm_cfg=dict(type='LN', eps=1e-6)), r"norm_cfg=.* is not supported; only dict\(type='LN'\)"),
     (dict(out_after_downsample=True), r'out_after_downsample=True is not supported; stage outputs are taken before'),
-    (dict(stage_cfgs=dict(block_cfgs=dict(window_size=12))), r'stage_cfgs=.* is not supported; BOAT blocks'),
+    (dict(stage_cfgs=dict(block_cfgs=dict(ffn_cfgs=dict(act_cfg=dict(type='ReLU'))))),
+     r"stage_cfgs=.* is not supported; block 0 of stage 0 sets \['ffn_cfgs'\]; BOAT-Swin honours \['window_size'\]"),
+    (dict(stage_cfgs=dict(downsample_cfg=dict())),
+     r"stage_cfgs=.* is not supported; stage 0 sets \['downsample_cfg'\]"),
+    (dict(stage_cfgs=[dict(), dict()]), r'stage_cfgs=.* is not supported; one dict for all, or a sequence of 4'),
     (dict(patch_cfg=dict(padding='same')), r'patch_cfg=.* is not supported; BOAT blocks and the patch embedding'),
     (dict(arch='tiny', embed_dims=128), r"arch='tiny' has embed_dims=96, but embed_dims=128 was also given"),
     (dict(arch='base', depths=[2, 2, 6, 2]), r"arch='base' has depths=\(2, 2, 18, 2\), but depths=\(2, 2, 6, 2\)"),
@@ -221,6 +239,30 @@ def test_swin_refuses_what_it_cannot_honour(kwargs, match):
 def test_cswin_refuses_what_it_cannot_honour(kwargs, match):
     with pytest.raises(ValueError, match=match):
         BOATCSWinTransformer(**kwargs)
+
+
+def test_mmpretrain_stage_cfgs_set_the_window_of_every_block():
+    """mmpretrain's ``stage_cfgs`` as mmpretrain takes them: one dict for every stage or one per stage, each
+    with a ``window_size`` and ``block_cfgs`` (one dict for every block or one per block); the 384-pixel
+    configs' ``stage_cfgs=dict(block_cfgs=dict(window_size=12))`` is ``window_size=12``."""
+    arch = dict(embed_dims=16, depths=(2, 2), num_heads=(1, 2))
+
+    def windows(model):
+        return [[block.window_size for block in stage.blocks] for stage in model.stages]
+    uniform = BOATSwinTransformer(arch=arch, stage_cfgs=dict(block_cfgs=dict(window_size=12)))
+    assert windows(uniform) == [[12, 12], [12, 12]]
+    torch.manual_seed(0)
+    same = BOATSwinTransformer(arch=arch, window_size=12)
+    torch.manual_seed(0)
+    uniform = BOATSwinTransformer(arch=arch, stage_cfgs=dict(block_cfgs=dict(window_size=12)))
+    x = torch.randn(1, 3, 96, 96)
+    with torch.no_grad():
+        assert all(torch.equal(a, b) for a, b in zip(same.eval()(x), uniform.eval()(x)))
+    mixed = BOATSwinTransformer(arch=arch, window_size=7, stage_cfgs=[dict(window_size=5),
+                                                                      dict(block_cfgs=[dict(window_size=3), dict()])])
+    assert windows(mixed) == [[5, 5], [3, 7]]
+    with torch.no_grad():
+        assert [o.shape[1] for o in mixed(x)] == [16, 32]
 
 
 def test_accepted_stock_arguments_change_nothing():
