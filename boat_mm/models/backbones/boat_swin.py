@@ -181,13 +181,14 @@ class BOATSwinBlock(BilateralBlock):
 
 
 class PatchMerging(nn.Module):
-    """Swin patch merging: 2x2 neighbours concatenated (released order), LayerNorm, Linear 4C -> 2C.
+    """Swin patch merging: 2x2 neighbours concatenated (released order), LayerNorm (none with mmdet's / mmseg's
+    ``patch_norm=False``), Linear 4C -> 2C.
 
     Odd maps are zero-padded at the bottom/right first."""
 
-    def __init__(self, embed_dims: int):
+    def __init__(self, embed_dims: int, norm: bool = True):
         super().__init__()
-        self.norm = nn.LayerNorm(4 * embed_dims)
+        self.norm = nn.LayerNorm(4 * embed_dims) if norm else nn.Identity()
         self.reduction = nn.Linear(4 * embed_dims, 2 * embed_dims, bias=False)
 
     def forward(self, x: torch.Tensor, hw_shape: Tuple[int, int]) -> Tuple[torch.Tensor, Tuple[int, int]]:
@@ -199,13 +200,14 @@ class PatchMerging(nn.Module):
 
 
 class PatchEmbed(nn.Module):
-    """Non-overlapping patch embedding (conv patch x patch) + LayerNorm; pads odd image sizes."""
+    """Non-overlapping patch embedding (conv patch x patch) + LayerNorm (unless ``patch_norm`` is False, as the
+    stock Swins take it); pads odd image sizes."""
 
-    def __init__(self, in_channels: int, embed_dims: int, patch_size: int = PATCH_SIZE):
+    def __init__(self, in_channels: int, embed_dims: int, patch_size: int = PATCH_SIZE, patch_norm: bool = True):
         super().__init__()
         self.patch_size = patch_size
         self.proj = nn.Conv2d(in_channels, embed_dims, kernel_size=patch_size, stride=patch_size)
-        self.norm = nn.LayerNorm(embed_dims)
+        self.norm = nn.LayerNorm(embed_dims) if patch_norm else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int]]:
         pad_h, pad_w = (-x.shape[2]) % self.patch_size, (-x.shape[3]) % self.patch_size
@@ -220,22 +222,28 @@ class BOATSwinStage(nn.Module):
     """Blocks of one resolution, then (except for the last stage) patch merging."""
 
     def __init__(self, embed_dims: int, depth: int, num_heads: int, window_sizes: Sequence[int], use_fsla: bool,
-                 drop_paths: Sequence[float], downsample: bool, **block_kwargs):
+                 drop_paths: Sequence[float], downsample: bool, output_after_downsample: bool = False,
+                 patch_norm: bool = True, **block_kwargs):
         super().__init__()
+        self.output_after_downsample = output_after_downsample
         self.blocks = nn.ModuleList([
             BOATSwinBlock(embed_dims, num_heads, window_sizes[i], shift=i % 2 == 1,
                           use_fsla=use_fsla and i % 2 == 1, drop_path=drop_paths[i], **block_kwargs)
             for i in range(depth)])
-        self.downsample = PatchMerging(embed_dims) if downsample else None
+        self.downsample = PatchMerging(embed_dims, norm=patch_norm) if downsample else None
 
     def forward(self, x: torch.Tensor, hw_shape: Tuple[int, int]):
         """-> (stage output, its (H, W), next stage's input, its (H, W)): the output is taken before the
-        patch merging, as mmdet's ``SwinBlockSequence`` does."""
+        patch merging, as mmdet's ``SwinBlockSequence`` does, or after it (``output_after_downsample``:
+        mmpretrain's ``out_after_downsample=True``)."""
         for block in self.blocks:
             x = block(x, hw_shape)
         if self.downsample is None:
             return x, hw_shape, x, hw_shape
-        return (x, hw_shape, *self.downsample(x, hw_shape))
+        merged, merged_hw = self.downsample(x, hw_shape)
+        if self.output_after_downsample:
+            return merged, merged_hw, merged, merged_hw
+        return x, hw_shape, merged, merged_hw
 
 
 @register_model
@@ -283,11 +291,15 @@ class BOATSwinTransformer(BOATBackbone):
     ``window_size`` and ``block_cfgs`` (one dict for every block or one per block) with ``window_size``: the
     window of each block (mmpretrain's 384-pixel configs: ``stage_cfgs=dict(block_cfgs=dict(window_size=12))``);
     other keys there are refused, naming them.
+    Honoured with the stock meaning too: mmdet's / mmseg's ``patch_norm`` (False: no LayerNorm in the patch
+    embedding nor in the patch mergings, as they build it) and mmpretrain's ``out_after_downsample`` (True:
+    every stage but the last outputs its merged map, with twice the channels, and its output norm is sized to
+    them).
     Refused with a ``ValueError`` at construction, because BOAT does not build them yet:
-    ``use_abs_pos_embed=True``, ``strides`` other than ``(patch_size, 2, 2, 2)``, ``patch_norm=False``,
-    ``act_cfg`` other than GELU, ``norm_cfg`` other than LN, ``out_after_downsample=True``, non-empty
-    ``patch_cfg``. Bad values (non-finite or non-positive FSLA settings, ``in_channels`` < 1,
-    ``drop_path_rate`` outside [0, 1)) are refused too, and a batch of zero images at the first forward.
+    ``use_abs_pos_embed=True``, ``strides`` other than ``(patch_size, 2, 2, 2)``, ``act_cfg`` other than
+    GELU, ``norm_cfg`` other than LN, non-empty ``patch_cfg``. Bad values (non-finite or non-positive FSLA
+    settings, ``in_channels`` < 1, ``drop_path_rate`` outside [0, 1)) are refused too, and a batch of zero
+    images at the first forward.
     """
     arch_zoo = {
         **dict.fromkeys(['t', 'tiny'], dict(embed_dims=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24))),
@@ -326,8 +338,8 @@ class BOATSwinTransformer(BOATBackbone):
         if len(depths) != len(num_heads):
             raise ValueError(f'depths {depths} and num_heads {num_heads} must have the same length')
         num_stages = len(depths)
-        self._check_stock_arguments(num_stages, patch_size, strides, patch_norm, use_abs_pos_embed, act_cfg,
-                                    norm_cfg, out_after_downsample, stage_cfgs, patch_cfg)
+        self._check_stock_arguments(num_stages, patch_size, strides, use_abs_pos_embed, act_cfg, norm_cfg,
+                                    patch_cfg)
         check_image_size(type(self).__name__, 'pretrain_img_size', pretrain_img_size)
         check_image_size(type(self).__name__, 'img_size', img_size)
         check_rate(type(self).__name__, 'drop_path_rate', drop_path_rate)
@@ -337,18 +349,22 @@ class BOATSwinTransformer(BOATBackbone):
             raise ValueError(f'window_size must be >= 1, got {window_size}')
         windows = resolve_stage_windows(type(self).__name__, stage_cfgs, window_size, depths)
         embed_dims = settings['embed_dims']
-        self._setup_outputs([embed_dims * 2 ** i for i in range(num_stages)], out_indices, frozen_stages,
-                            norm_eval, in_channels)
+        stage_dims = [embed_dims * 2 ** i for i in range(num_stages)]
+        # mmpretrain's out_after_downsample: every stage but the last outputs its merged (doubled) channels
+        self.out_after_downsample = out_after_downsample
+        self._setup_outputs(stage_dims[1:] + stage_dims[-1:] if out_after_downsample else stage_dims,
+                            out_indices, frozen_stages, norm_eval, in_channels)
         self.convert_weights = convert_weights
 
-        self.patch_embed = PatchEmbed(in_channels, embed_dims, patch_size)
+        self.patch_embed = PatchEmbed(in_channels, embed_dims, patch_size, patch_norm)
         self.drop_after_pos = nn.Dropout(drop_rate)
         drop_paths = self.drop_path_schedule(depths, drop_path_rate)
         self.stages = nn.ModuleList()
         for i, (depth, heads) in enumerate(zip(depths, num_heads)):
             self.stages.append(BOATSwinStage(
-                self.num_features[i], depth, heads, windows[i], use_fsla=i in self.fsla_stages,
+                stage_dims[i], depth, heads, windows[i], use_fsla=i in self.fsla_stages,
                 drop_paths=drop_paths[i], downsample=i < num_stages - 1,
+                output_after_downsample=out_after_downsample, patch_norm=patch_norm,
                 mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, qk_scale=qk_scale, drop=drop_rate,
                 attn_drop=attn_drop_rate, fsla_cfg=self.fsla_cfg, with_cp=with_cp))
         self._add_output_norms()
@@ -359,8 +375,8 @@ class BOATSwinTransformer(BOATBackbone):
         return tuple(range(num_stages - 1))
 
     @classmethod
-    def _check_stock_arguments(cls, num_stages, patch_size, strides, patch_norm, use_abs_pos_embed, act_cfg,
-                               norm_cfg, out_after_downsample, stage_cfgs, patch_cfg) -> None:
+    def _check_stock_arguments(cls, num_stages, patch_size, strides, use_abs_pos_embed, act_cfg, norm_cfg,
+                               patch_cfg) -> None:
         """Refuse, at construction, every stock Swin setting that BOAT-Swin cannot honour."""
         name = cls.__name__
         refuse_unless(isinstance(patch_size, int) and patch_size >= 1, name, 'patch_size', patch_size,
@@ -369,14 +385,10 @@ class BOATSwinTransformer(BOATBackbone):
         refuse_unless(strides is None or tuple(strides) == expected_strides, name, 'strides', strides,
                       f'the patch embedding strides by patch_size and every patch merging by '
                       f'{PATCH_MERGING_STRIDE}: strides={expected_strides}')
-        refuse_unless(patch_norm, name, 'patch_norm', patch_norm,
-                      'the patch embedding always has its LayerNorm (patch_norm=True)')
         refuse_unless(not use_abs_pos_embed, name, 'use_abs_pos_embed', use_abs_pos_embed,
                       'BOAT-Swin has no absolute position embedding (use_abs_pos_embed=False)')
         check_act_cfg(name, act_cfg)
         check_norm_cfg(name, norm_cfg)
-        refuse_unless(not out_after_downsample, name, 'out_after_downsample', out_after_downsample,
-                      'stage outputs are taken before patch merging (out_after_downsample=False)')
         check_empty_cfg(name, 'patch_cfg', patch_cfg)
 
     def _embed(self, x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int]]:
