@@ -16,7 +16,8 @@ for matmuls; float64 inputs compute in float64, which is how the tests prove the
 
 The kernels are compiled on first use (``_kernels``), so importing this module needs neither a GPU nor triton.
 In a process started with ``TRITON_INTERPRET=1`` they run on CPU tensors in Triton's interpreter (the tests,
-the GPU check's CPU rehearsal), with the launch configurations of ``INTERPRETER_ARCH``, elsewhere on CUDA.
+the GPU check's CPU rehearsal) with the default launch configurations (no architecture: the key-block loops run
+as on a GPU; clustering takes bigger token blocks, fewer Python steps), elsewhere on CUDA.
 """
 import functools
 import logging
