@@ -1,6 +1,7 @@
 """BOAT-Swin with FSLA off against the toolboxes' own ``SwinTransformer`` (issue 40), side by side: built from
 the same stock arguments through each toolbox's registry, both refuse or both build; built, the stock weights
-(randomised) load into BOAT through the converter users take, and the stage outputs agree in float64."""
+(randomised) load into BOAT through the converter users take, the stage outputs agree in float64, and
+``out_indices``, the frozen parameters and (mmpretrain) ``get_layer_depth`` agree."""
 import pytest
 import torch
 from mmengine.registry import init_default_scope
@@ -62,6 +63,9 @@ def test_stock_and_boat_swin_give_the_same_stages(scope, kwargs):
     for a, b in zip(got, expected):
         assert a.shape == b.shape
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+    if hasattr(stock, 'get_layer_depth'):  # mmpretrain's: layer-wise lr decay gives the same lr to each weight
+        for name, _ in ours.named_parameters():
+            assert ours.get_layer_depth(name) == stock.get_layer_depth(name), name
     frozen = {n for n, p in stock.named_parameters() if not p.requires_grad}
     ours.train(), stock.train()
     assert len(frozen) == len([p for p in ours.parameters() if not p.requires_grad])
