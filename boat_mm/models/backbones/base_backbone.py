@@ -11,7 +11,7 @@ from mmengine.logging import print_log
 from mmengine.model import BaseModule, initialize
 from mmengine.model.weight_init import trunc_normal_
 
-from ..layers.feature_space_attention import FeatureSpaceLocalAttention
+from ..layers.feature_space_attention import FeatureSpaceLocalAttention, check_fsla_settings
 from ..layers.transformer_layers import NORM_LAYERS, DropPath, Mlp, freeze, tokens_to_nchw
 from ..utils.ckpt_convert import (
     BOAT_MM,
@@ -20,12 +20,7 @@ from ..utils.ckpt_convert import (
     resize_relative_position_tables,
     table_window_size,
 )
-from ..utils.toolbox_args import (
-    check_fsla_settings,
-    check_in_channels,
-    resolve_fsla_cfg,
-    resolve_fsla_stages,
-)
+from ..utils.toolbox_args import check_in_channels, resolve_fsla_cfg, resolve_fsla_stages
 
 __all__ = ['BOATBackbone', 'BilateralBlock', 'default_out_indices', 'stages_frozen_by']
 
@@ -124,7 +119,10 @@ class BOATBackbone(BaseModule):
         self.fsla_stages = resolve_fsla_stages(name, fsla_stages, num_stages,
                                                default=self.released_fsla_stages(num_stages), with_fsla=with_fsla)
         self.fsla_cfg = resolve_fsla_cfg(name, fsla_cfg, self.default_fsla_cfg, **legacy)
-        check_fsla_settings(name, self.fsla_cfg)
+        try:
+            check_fsla_settings(**self.fsla_cfg)
+        except ValueError as error:  # the module's check, named as the config spells it
+            raise ValueError(f'{name}: fsla_cfg {error}') from None
 
     def _add_output_norms(self) -> None:
         for i in self.out_indices:

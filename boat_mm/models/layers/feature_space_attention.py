@@ -8,6 +8,7 @@ position information. Which implementation runs the clustering and the attention
 kernels on CUDA, torch ops when traced) is ``clustering.kernel_choice``'s, switched by ``BOAT_MM_NATIVE``.
 """
 import math
+import numbers
 from contextlib import contextmanager
 from typing import List, Optional, Tuple
 
@@ -35,11 +36,29 @@ from .clustering import (
 
 # The names this module had before the clustering and the cluster attention got files of their own (imports of
 # them keep working; the constants are the released defaults the backbones import).
-__all__ = ['FeatureSpaceLocalAttention', 'ClusterPlan', 'plan_clusters', 'cluster_plan',
+__all__ = ['FeatureSpaceLocalAttention', 'check_fsla_settings', 'ClusterPlan', 'plan_clusters', 'cluster_plan',
            'balanced_hierarchical_clustering', 'attend_within_clusters', 'stable_argsort', 'take_rows',
            'num_levels_for', 'DEFAULT_CLUSTER_SIZE', 'DEFAULT_OVERLAP', 'DEFAULT_KMEANS_ITERS',
            'DEFAULT_TEMPERATURE', 'NORMALIZE_EPS', 'CACHE_CHUNK_ELEMENTS', 'ATTENTION_CHUNK_ELEMENTS',
            'PLAN_CACHE_BYTES', 'PLAN_CACHE_ENTRIES', 'CLUSTER_BACKWARD_ENV']
+
+
+def check_fsla_settings(cluster_size: int, overlap: int, kmeans_iters: int, temperature: float,
+                        qk_scale: Optional[float] = None) -> None:
+    """FSLA's own settings, or a ``ValueError`` naming the first bad one: integers where they count tokens or
+    iterations, a finite positive temperature and scale (NaN passes a ``<= 0`` test and clusters nothing). The
+    module checks them, and the backbones for every ``fsla_cfg`` (also where no stage builds FSLA)."""
+    for name, value, least in (('cluster_size', cluster_size, 2), ('overlap', overlap, 0),
+                               ('kmeans_iters', kmeans_iters, 0)):
+        if not isinstance(value, numbers.Integral) or isinstance(value, bool):
+            raise ValueError(f'{name} must be an int, got {value!r}')
+        if value < least:
+            raise ValueError(f'{name} must be >= {least}, got {value}')
+    for name, value, alternative in (('temperature', temperature, ''), ('qk_scale', qk_scale, ' (or None)')):
+        if value is None and alternative:
+            continue
+        if not (isinstance(value, numbers.Real) and math.isfinite(value) and value > 0):
+            raise ValueError(f'{name} must be > 0 and finite{alternative}, got {value!r}')
 
 
 def _contiguous_gradient(grad: torch.Tensor) -> torch.Tensor:
@@ -75,16 +94,7 @@ class FeatureSpaceLocalAttention(nn.Module):
         super().__init__()
         if embed_dims % num_heads != 0:
             raise ValueError(f'embed_dims ({embed_dims}) must be divisible by num_heads ({num_heads})')
-        if cluster_size < 2:
-            raise ValueError(f'cluster_size must be >= 2, got {cluster_size}')
-        if overlap < 0:
-            raise ValueError(f'overlap must be >= 0, got {overlap}')
-        if kmeans_iters < 0:
-            raise ValueError(f'kmeans_iters must be >= 0, got {kmeans_iters}')
-        if not math.isfinite(temperature) or temperature <= 0:  # NaN passes a `<= 0` test
-            raise ValueError(f'temperature must be a finite number > 0, got {temperature}')
-        if qk_scale is not None and (not math.isfinite(qk_scale) or qk_scale <= 0):
-            raise ValueError(f'qk_scale must be None or a finite number > 0, got {qk_scale}')
+        check_fsla_settings(cluster_size, overlap, kmeans_iters, temperature, qk_scale)
         self.embed_dims = embed_dims
         self.num_heads = num_heads
         self.head_dims = embed_dims // num_heads

@@ -13,7 +13,7 @@ from typing import Any, Mapping, Optional, Sequence
 __all__ = ['resolve_arch', 'refuse_unless', 'check_norm_cfg', 'check_act_cfg', 'check_empty_cfg',
            'merge_alias', 'init_cfg_from_pretrained', 'resolve_fsla_stages', 'resolve_fsla_cfg', 'UNSET',
            'FSLA_CFG_KEYS', 'resolve_stage_windows', 'check_image_size', 'check_rate', 'check_in_channels',
-           'check_fsla_settings', 'STAGE_CFG_KEYS', 'BLOCK_CFG_KEYS']
+           'STAGE_CFG_KEYS', 'BLOCK_CFG_KEYS']
 
 # The norm and activation every BOAT block is built with (as in Swin and CSWin).
 SUPPORTED_NORM_TYPES = ('LN', 'LayerNorm')
@@ -177,24 +177,6 @@ def check_rate(class_name: str, name: str, value: Any) -> None:
 def check_in_channels(class_name: str, value: Any) -> None:
     refuse_unless(isinstance(value, int) and value >= 1, class_name, 'in_channels', value,
                   'images need at least one channel (an int >= 1)')
-
-
-def check_fsla_settings(class_name: str, settings: Mapping[str, Any]) -> None:
-    """The FSLA settings (``resolve_fsla_cfg``'s result): integers where they count tokens or iterations, a
-    finite positive temperature and scale (NaN would pass a ``<= 0`` test and cluster nothing)."""
-    def integer(value, least):
-        return isinstance(value, int) and not isinstance(value, bool) and value >= least
-
-    def positive(value):
-        return isinstance(value, numbers.Real) and math.isfinite(value) and value > 0
-    checks = (('cluster_size', integer(settings['cluster_size'], 2), 'an int >= 2'),
-              ('overlap', integer(settings['overlap'], 0), 'an int >= 0'),
-              ('kmeans_iters', integer(settings['kmeans_iters'], 0), 'an int >= 0'),
-              ('temperature', positive(settings['temperature']), 'a finite number > 0'),
-              ('qk_scale', settings.get('qk_scale') is None or positive(settings['qk_scale']),
-               'None (head_dim ** -0.5) or a finite number > 0'))
-    for key, ok, expected in checks:
-        refuse_unless(ok, class_name, f'fsla_cfg {key}', settings.get(key), f'{expected} is expected')
 
 
 # The keys of mmpretrain's ``stage_cfgs`` (per stage) and of their ``block_cfgs`` (per block) that BOAT-Swin
