@@ -52,37 +52,33 @@ class KernelCounter(TorchDispatchMode):
 
 
 @contextmanager
-def count_kernels(dry: bool = False) -> Iterator[Counter]:
-    """Within the context, the returned Counter collects aten kernels by name plus ``'triton:launch'`` for the
-    Triton launches; ``dry`` skips the launches (counted all the same)."""
+def count_launches(dry: bool = False) -> Iterator[Counter]:
+    """Within the context, the returned Counter collects ``'triton:launch'``: the Triton launches alone (``dry``:
+    counted, not run), usable where a dispatch mode cannot be active (torch.compile refuses one: a compiled
+    graph's aten ops are its nodes)."""
     counter = triton_kernels.LAUNCH_COUNTER
     saved = counter.active, counter.dry, counter.count
     counter.active, counter.dry, counter.count = True, dry, 0
-    ops = KernelCounter()
-    result: Counter = Counter()
-    try:
-        with ops:
-            yield result
-    finally:
-        result.update(ops.ops)
-        if counter.count:
-            result['triton:launch'] = counter.count
-        counter.active, counter.dry, counter.count = saved
-
-
-@contextmanager
-def count_launches() -> Iterator[Counter]:
-    """Within the context, the returned Counter collects ``'triton:launch'``: the Triton launches alone, where
-    a dispatch mode cannot be active (torch.compile refuses one): a compiled graph's aten ops are its nodes."""
-    counter = triton_kernels.LAUNCH_COUNTER
-    saved = counter.active, counter.dry, counter.count
-    counter.active, counter.dry, counter.count = True, False, 0
     result: Counter = Counter()
     try:
         yield result
     finally:
         result['triton:launch'] = counter.count
         counter.active, counter.dry, counter.count = saved
+
+
+@contextmanager
+def count_kernels(dry: bool = False) -> Iterator[Counter]:
+    """Within the context, the returned Counter collects aten kernels by name plus ``'triton:launch'`` for the
+    Triton launches (when there are any); ``dry`` skips the launches (counted all the same)."""
+    ops, launches = KernelCounter(), Counter()
+    result: Counter = Counter()
+    try:
+        with count_launches(dry) as launches, ops:
+            yield result
+    finally:
+        result.update(ops.ops)
+        result.update(+launches)  # no 'triton:launch' entry when there was none
 
 
 @contextmanager
