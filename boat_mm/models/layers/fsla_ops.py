@@ -22,7 +22,7 @@ from ...utils.torch_features import torch_at_least
 from . import triton_kernels
 
 __all__ = ['CUSTOM_OPS', 'cluster', 'attend', 'failed_kernels', 'FUSED_KERNEL_FAILED', 'TORCH_IMPLEMENTATIONS',
-           'torch_implementation']
+           'torch_implementation', 'ATTENTION_CONSTANT_INPUTS']
 
 # torch.library.custom_op with register_fake / register_autograd as used here: torch >= 2.6 (the issue's floor;
 # 2.4 had a first version of the API).
@@ -30,6 +30,9 @@ CUSTOM_OPS = torch_at_least(2, 6) and hasattr(torch.library, 'custom_op')
 CLUSTERING, ATTENTION = 'clustering', 'attention'
 FUSED_KERNEL_FAILED = ('FSLA: the fused Triton kernel {kernel} failed on {where} ({error}); FSLA runs the torch ops '
                        'there from now on')
+# The attention's inputs after qkv, none of which takes a gradient: perm, key_index, slots, scale, cluster_size,
+# overlap.
+ATTENTION_CONSTANT_INPUTS = 6
 # (kernel group, device, arithmetic) -> the failure, for the rest of the process.
 _FAILED: Dict[Tuple[str, str, str], str] = {}
 # The torch implementations the fallback runs ('plan', 'cluster', 'attend', 'attention_backward'), registered by
@@ -98,7 +101,7 @@ def _attention(qkv: torch.Tensor, perm: torch.Tensor, key_index: torch.Tensor, s
         out = TORCH_IMPLEMENTATIONS['attend'](qkv, perm, _plan(qkv.shape[1], cluster_size, overlap, qkv.device),
                                               scale)
         # The logsumexp is the fused backward's alone, which does not run after a fallback.
-        return out, qkv.new_zeros(perm.shape, dtype=torch.float64 if qkv.dtype == torch.float64 else torch.float32)
+        return out, qkv.new_zeros(perm.shape, dtype=triton_kernels.accumulation_dtype(qkv.dtype))
     return _run_fused(ATTENTION, '_attention_forward', qkv,
                       lambda: triton_kernels.attention_forward(qkv, perm, key_index, slots, scale), fallback)
 
@@ -116,15 +119,23 @@ def _attention_backward(qkv: torch.Tensor, perm: torch.Tensor, key_index: torch.
 
 def _attention_fake(qkv, perm, key_index, slots, scale, cluster_size, overlap):
     images, num_tokens, _, heads, head_dims = qkv.shape
-    acc = torch.float64 if qkv.dtype == torch.float64 else torch.float32
-    return qkv.new_empty(images, num_tokens, heads * head_dims), qkv.new_empty(perm.shape, dtype=acc)
+    return (qkv.new_empty(images, num_tokens, heads * head_dims),
+            qkv.new_empty(perm.shape, dtype=triton_kernels.accumulation_dtype(qkv.dtype)))
 
 
 def _setup_attention_context(ctx, inputs, output):
+    """What the attention's backward needs: qkv, the clusters, the forward's output and logsumexp."""
     qkv, perm, key_index, slots, scale, cluster_size, overlap = inputs
     out, lse = output
     ctx.save_for_backward(qkv, perm, key_index, out, lse)
     ctx.arguments = (slots, scale, cluster_size, overlap)
+
+
+def _input_gradients(backward, ctx, grad_out) -> tuple:
+    """The gradients of the attention's inputs (qkv's alone) from ``backward`` (the op or its function)."""
+    qkv, perm, key_index, out, lse = ctx.saved_tensors
+    grad_qkv = backward(qkv, perm, key_index, out, lse, grad_out, *ctx.arguments)
+    return (grad_qkv,) + (None,) * ATTENTION_CONSTANT_INPUTS
 
 
 class _FusedClusterAttention(torch.autograd.Function):
@@ -132,16 +143,14 @@ class _FusedClusterAttention(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, qkv, perm, key_index, slots, scale, cluster_size, overlap):
-        out, lse = _attention(qkv, perm, key_index, slots, scale, cluster_size, overlap)
-        ctx.save_for_backward(qkv, perm, key_index, out, lse)
-        ctx.arguments = (slots, scale, cluster_size, overlap)
-        return out
+        inputs = (qkv, perm, key_index, slots, scale, cluster_size, overlap)
+        output = _attention(*inputs)
+        _setup_attention_context(ctx, inputs, output)
+        return output[0]
 
     @staticmethod
     def backward(ctx, grad_out):
-        qkv, perm, key_index, out, lse = ctx.saved_tensors
-        return (_attention_backward(qkv, perm, key_index, out, lse, grad_out, *ctx.arguments),
-                None, None, None, None, None, None)
+        return _input_gradients(_attention_backward, ctx, grad_out)
 
 
 if CUSTOM_OPS:
@@ -162,16 +171,14 @@ if CUSTOM_OPS:
         return torch.empty_like(qkv, memory_format=torch.contiguous_format)
 
     def _attention_gradient(ctx, grad_out, grad_lse):
-        qkv, perm, key_index, out, lse = ctx.saved_tensors
-        return (_attention_backward_op(qkv, perm, key_index, out, lse, grad_out, *ctx.arguments),
-                None, None, None, None, None, None)
+        return _input_gradients(_attention_backward_op, ctx, grad_out)
 
     _attention_op.register_autograd(_attention_gradient, setup_context=_setup_attention_context)
 
 
 def cluster(q: torch.Tensor, plan, kmeans_iters: int, temperature: float, eps: float) -> torch.Tensor:
     """The fused clustering of q (B, H, R, d) with ``plan``: perm (B*H, M) (``balanced_hierarchical_clustering``)."""
-    layouts = [layout for layout in plan.level_layout] if plan.has_padding else []
+    layouts = list(plan.level_layout) if plan.has_padding else []
     arguments = (q, layouts, plan.num_tokens, plan.num_levels, plan.num_slots, plan.cluster_size,
                  plan.requested_overlap, int(kmeans_iters), float(temperature), float(eps))
     return _cluster_op(*arguments) if CUSTOM_OPS else _cluster(*arguments)

@@ -37,7 +37,8 @@ except ImportError:  # pragma: no cover - depends on the installed torch
     triton = tl = None
 
 __all__ = ['triton_available', 'interpreting', 'fused_ready', 'device_arch', 'arithmetic_of', 'cluster_triton',
-           'attention_forward', 'attention_backward', 'LaunchCounter', 'LAUNCH_COUNTER', 'LOADED_KERNELS']
+           'attention_forward', 'attention_backward', 'accumulation_dtype', 'LaunchCounter', 'LAUNCH_COUNTER',
+           'LOADED_KERNELS']
 
 logger = logging.getLogger(__name__)
 
@@ -130,12 +131,23 @@ def triton_available(device: torch.device) -> bool:
     return _triton_available(torch.device(device).type)
 
 
-def device_arch(device: torch.device) -> Optional[int]:
-    """The architecture number of a CUDA device (e.g. 90), None for CPU tensors in the interpreter."""
+def _indexed(device: torch.device) -> torch.device:
+    """``device`` with its index: a bare 'cuda' means the current CUDA device."""
     device = torch.device(device)
-    if device.type != 'cuda':
-        return None
-    return configs.arch_of(torch.cuda.get_device_capability(device))
+    if device.type == 'cuda' and device.index is None:
+        device = torch.device('cuda', torch.cuda.current_device())
+    return device
+
+
+@functools.lru_cache(maxsize=None)
+def _arch_of(device: torch.device) -> Optional[int]:
+    return configs.arch_of(torch.cuda.get_device_capability(device)) if device.type == 'cuda' else None
+
+
+def device_arch(device: torch.device) -> Optional[int]:
+    """The architecture number of a CUDA device (e.g. 90), None for CPU tensors in the interpreter; read once
+    per device (every launch asks)."""
+    return _arch_of(_indexed(device))
 
 
 def arithmetic_of(tensor: torch.Tensor) -> str:
@@ -171,10 +183,7 @@ def fused_ready(device: torch.device, dtype: torch.dtype, head_dims: int, slots:
     ``triton_available``), and for the attention (``slots`` > 0) of clusters of ``slots`` query slots: the
     resource report's architectures for that arithmetic (TF32 or not), the head dims and tiles it shows fitting.
     Elsewhere the log says once that the torch ops run."""
-    device = torch.device(device)
-    if device.type == 'cuda' and device.index is None:
-        device = torch.device('cuda', torch.cuda.current_device())
-    return _fused_ready(device, dtype, int(head_dims), int(slots))
+    return _fused_ready(_indexed(device), dtype, int(head_dims), int(slots))
 
 
 @functools.lru_cache(maxsize=None)
@@ -232,7 +241,8 @@ def _attention_launch(kernel: str, qkv: torch.Tensor, key_index: torch.Tensor, s
                                     device_arch(qkv.device))
 
 
-def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
+def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype the kernels accumulate (and keep logsumexps) in: float64 for float64, else float32."""
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
@@ -246,7 +256,7 @@ def attention_forward(qkv: torch.Tensor, perm: torch.Tensor, key_index: torch.Te
     num_slots = perm.shape[1]
     clusters = key_index.shape[0]
     out = torch.empty(images, num_tokens, heads * head_dims, device=qkv.device, dtype=qkv.dtype)
-    lse = torch.empty(images * heads, num_slots, device=qkv.device, dtype=_acc_dtype(qkv.dtype))
+    lse = torch.empty(images * heads, num_slots, device=qkv.device, dtype=accumulation_dtype(qkv.dtype))
     LAUNCH_COUNTER.launch(
         '_attention_forward', (images * heads * clusters,), _attention_launch('_attention_forward', qkv, key_index,
                                                                               slots),
@@ -266,7 +276,7 @@ def attention_backward(qkv: torch.Tensor, perm: torch.Tensor, key_index: torch.T
     grad_out, out = grad_out.contiguous(), out.contiguous()
     grad_qkv = torch.empty_like(qkv, memory_format=torch.contiguous_format)
     borrowed = torch.empty(images * heads * clusters * max(overlap, 1) * 2 * head_dims, device=qkv.device,
-                           dtype=_acc_dtype(qkv.dtype))
+                           dtype=accumulation_dtype(qkv.dtype))
     strides = (grad_qkv.stride(0), grad_qkv.stride(1), grad_qkv.stride(2), grad_qkv.stride(3))
     if qkv.stride() != grad_qkv.stride():
         qkv = qkv.contiguous()
