@@ -203,9 +203,8 @@ def split_level_occupancy(images: int, heads: int, num_tokens: int, head_dims: i
 def launched(row: dict) -> bool:
     """Whether the launcher runs this row's kernel: its arch takes the fused kernels for its arithmetic and,
     for the attention kernels, the fused attention takes its head dim and cluster size."""
-    if row['kernel'] in ATTENTION_KERNELS and not configs.attention_fits(row['head_dim'], row['slots'], row['arch']):
-        return False
-    return configs.fused_supported(row['arch'], row['arithmetic'])
+    slots = row['slots'] if row['kernel'] in ATTENTION_KERNELS else 0
+    return configs.fused_refusal(row['arch'], row['arithmetic'], row['head_dim'], slots) is None
 
 
 def violations(rows: List[dict], spill_free_archs: Iterable[int] = configs.ARCHITECTURES) -> List[str]:

@@ -53,8 +53,6 @@ TRITON_VERSION = tuple(int(p) for p in triton.__version__.split('.')[:2]) if tri
 # Tokens a clustering program handles at once in the interpreter, where every block operation is a numpy call:
 # bigger blocks mean fewer Python steps (on a GPU: ``configs.SPLIT_CONFIG``).
 INTERPRETER_TOKEN_BLOCK = 1024
-# Head dims the resource report covers (the attention tiles grow with them): wider heads run the torch ops.
-MAX_FUSED_HEAD_DIM = max(configs.HEAD_DIMS)
 TORCH_ARITHMETIC = {torch.float32: 'fp32', torch.bfloat16: 'bf16', torch.float16: 'fp16', torch.float64: 'fp64'}
 # Compiled kernels as loaded on the device (name -> registers, spills, shared memory, warps, stages, blocks):
 # what the GPU check prints beside the CPU report.
@@ -162,16 +160,11 @@ def arithmetic_of(tensor: torch.Tensor) -> str:
 def _fused_ready(device: torch.device, dtype: torch.dtype, head_dims: int, slots: int) -> bool:
     arch = device_arch(device)
     name = TORCH_ARITHMETIC.get(dtype)
-    reason = None
     if name is None:
         reason = f'{dtype} tensors'
-    elif head_dims > MAX_FUSED_HEAD_DIM:
-        reason = f'head dim {head_dims} (the resource report covers up to {MAX_FUSED_HEAD_DIM})'
-    elif not all(configs.fused_supported(arch, arithmetic) for arithmetic in {name, configs.arithmetic_name(
-            name, True)}):
-        reason = f'sm_{arch} with {name} (not among the architectures the resource report shows fitting)'
-    elif slots and not configs.attention_fits(head_dims, slots, arch):
-        reason = f'the attention of {slots}-token clusters with head dim {head_dims} (its tiles do not fit)'
+    else:  # TF32 can be switched on at any time: both arithmetics of fp32 must run fused
+        reason = next(filter(None, (configs.fused_refusal(arch, arithmetic, head_dims, slots)
+                                    for arithmetic in (name, configs.arithmetic_name(name, True)))), None)
     if reason is not None:
         logger.warning('FSLA runs the torch ops instead of the fused Triton kernels for %s on %s', reason, device)
     return reason is None

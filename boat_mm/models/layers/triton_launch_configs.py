@@ -19,7 +19,7 @@ __all__ = ['ARCHITECTURES', 'ARCH_GPUS', 'SHARED_MEMORY_LIMIT', 'MAX_REGISTERS',
            'ARCH_MAX_FUSED_BLOCK_D', 'SPLIT_CONFIGS', 'SPLIT_CONFIG', 'ORDER_CONFIG', 'FUSED_ARCHITECTURES',
            'MAX_FUSED_BLOCK_D', 'attention_fits', 'attention_config', 'attention_launch', 'add_borrowed_launch',
            'split_launch', 'order_launch',
-           'arithmetic_name', 'fused_supported', 'arch_of', 'next_pow2', 'accumulation']
+           'arithmetic_name', 'fused_supported', 'fused_refusal', 'arch_of', 'next_pow2', 'accumulation']
 
 # NVIDIA architectures BOAT users train on (compute capability as major * 10 + minor) and their GPUs.
 ARCH_GPUS = {
@@ -224,3 +224,16 @@ def attention_fits(head_dims: int, slots: int, arch: Optional[int] = None) -> bo
     block_q = next_pow2(slots, MIN_DOT_DIM)
     limits = ARCH_MAX_FUSED_BLOCK_D.get(arch, MAX_FUSED_BLOCK_D)
     return next_pow2(head_dims, MIN_DOT_DIM) <= limits.get(block_q, 0)
+
+
+def fused_refusal(arch: Optional[int], arithmetic: str, head_dims: int, slots: int = 0) -> Optional[str]:
+    """Why the fused kernels do not run for ``arithmetic`` with ``head_dims``-wide heads on ``arch`` and, for
+    the attention (``slots`` > 0), clusters of ``slots`` query slots; None where they run. The one rule the
+    launcher gates by and the resource report holds to."""
+    if head_dims > max(HEAD_DIMS):
+        return f'head dim {head_dims} (the resource report covers up to {max(HEAD_DIMS)})'
+    if not fused_supported(arch, arithmetic):
+        return f'sm_{arch} with {arithmetic} (not among the architectures the resource report shows fitting)'
+    if slots and not attention_fits(head_dims, slots, arch):
+        return f'the attention of {slots}-token clusters with head dim {head_dims} (its tiles do not fit)'
+    return None
