@@ -25,11 +25,12 @@ from typing import Dict, Iterable, List, Optional
 from ..models.layers import triton_kernel_bodies as bodies
 from ..models.layers import triton_launch_configs as configs
 
-__all__ = ['KERNELS', 'ATTENTION_KERNELS', 'RELEASED_OVERLAP', 'report_cases', 'compile_case', 'resource_report',
-           'launched', 'violations', 'split_level_occupancy', 'GPU_CHECK_STAGE1', 'format_table', 'cuobjdump_path',
-           'SPILL_FREE_ARCHS']
+__all__ = ['BODIES', 'KERNELS', 'ATTENTION_KERNELS', 'RELEASED_OVERLAP', 'report_cases', 'compile_case',
+           'resource_report', 'launched', 'violations', 'split_level_occupancy', 'GPU_CHECK_STAGE1', 'format_table',
+           'cuobjdump_path', 'SPILL_FREE_ARCHS']
 
-KERNELS = tuple(body.__name__ for body in bodies.KERNEL_BODIES)
+BODIES = {body.__name__: body for body in bodies.KERNEL_BODIES}
+KERNELS = tuple(BODIES)
 ATTENTION_KERNELS = ('_attention_forward', '_attention_backward')
 # Keys a cluster borrows from its sibling in the released models (the report's key count: slots + overlap).
 RELEASED_OVERLAP = 20
@@ -104,7 +105,7 @@ def _signature(fn, kernel: str, arithmetic: str) -> dict:
 
 def _case_key(case: dict) -> str:
     import triton
-    body = next(b for b in bodies.KERNEL_BODIES if b.__name__ == case['kernel'])
+    body = BODIES[case['kernel']]
     launch = _launch(case['kernel'], case['arch'], case['arithmetic'], case['head_dim'], case['slots'])
     text = json.dumps([inspect.getsource(body), sorted(case.items()), launch.constexprs, launch.num_warps,
                        launch.num_stages, triton.__version__], sort_keys=True, default=str)
@@ -116,7 +117,6 @@ def compile_case(case: dict, cache_dir: Optional[str] = None) -> dict:
     ``error`` (the compiler's message, or None), ``registers``, ``stack``, ``shared`` (bytes: static + Triton's
     dynamic request), ``shared_limit``, ``num_warps``, ``num_stages`` and the block sizes."""
     import triton
-    import triton.language as tl
     from triton.backends.compiler import GPUTarget
     from triton.runtime.jit import JITFunction
     cache_file = osp.join(cache_dir, _case_key(case) + '.json') if cache_dir else None
@@ -125,20 +125,16 @@ def compile_case(case: dict, cache_dir: Optional[str] = None) -> dict:
             return json.load(f)
     kernel, arch, arithmetic = case['kernel'], case['arch'], case['arithmetic']
     launch = _launch(kernel, arch, arithmetic, case['head_dim'], case['slots'])
-    body = next(b for b in bodies.KERNEL_BODIES if b.__name__ == kernel)
+    body = BODIES[kernel]
     # JITFunction itself, not triton.jit: in a process started with TRITON_INTERPRET=1 (the tests) triton.jit
     # gives the interpreter's function, which does not compile.
     fn = JITFunction(body)
-    constexprs = dict(launch.constexprs)
-    constexprs['ACC'] = tl.float64 if constexprs.get('ACC') == 'fp64' else tl.float32
-    if 'ACC' not in launch.constexprs:
-        del constexprs['ACC']
     row = dict(case, num_warps=launch.num_warps, num_stages=launch.num_stages,
                blocks={k: v for k, v in launch.constexprs.items() if k.startswith('BLOCK_')},
                shared_limit=configs.SHARED_MEMORY_LIMIT[arch], triton=triton.__version__)
     try:
         compiled = triton.compile(triton.compiler.ASTSource(fn=fn, signature=_signature(fn, kernel, arithmetic),
-                                                            constexprs=constexprs),
+                                                            constexprs=launch.triton_constexprs()),
                                   target=GPUTarget('cuda', arch, 32),
                                   options=dict(num_warps=launch.num_warps, num_stages=launch.num_stages))
         with tempfile.NamedTemporaryFile(suffix='.cubin') as cubin:

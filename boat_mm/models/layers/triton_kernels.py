@@ -32,9 +32,8 @@ from .triton_kernel_bodies import KERNEL_BODIES
 
 try:  # triton comes with CUDA builds of torch; a CPU-only build (or torch 2.1 on some platforms) may lack it
     import triton
-    import triton.language as tl
 except ImportError:  # pragma: no cover - depends on the installed torch
-    triton = tl = None
+    triton = None
 
 __all__ = ['triton_available', 'interpreting', 'fused_ready', 'device_arch', 'arithmetic_of', 'cluster_triton',
            'attention_forward', 'attention_backward', 'accumulation_dtype', 'LaunchCounter', 'LAUNCH_COUNTER',
@@ -77,13 +76,10 @@ class LaunchCounter:
             self.count += 1
         if self.dry:
             return
-        constexprs = dict(launch.constexprs)
-        if 'ACC' in constexprs:
-            constexprs['ACC'] = tl.float64 if constexprs['ACC'] == 'fp64' else tl.float32
         self.inside = True
         try:
             compiled = _kernels()[name][grid](*args, num_warps=launch.num_warps, num_stages=launch.num_stages,
-                                              **constexprs)
+                                              **launch.triton_constexprs())
         finally:
             self.inside = False
         _record_loaded(name, compiled, launch)

@@ -152,11 +152,19 @@ def attention_config(kernel: str, arithmetic: str, block_d: int, block_q: int,
 
 
 class Launch(NamedTuple):
-    """One kernel launch's compile-time arguments (``ACC`` as 'fp32' / 'fp64': the caller maps it to triton's
-    dtype) and its warps and pipelining stages."""
+    """One kernel launch's compile-time arguments (``ACC`` as 'fp32' / 'fp64', so that this module needs no
+    triton) and its warps and pipelining stages."""
     constexprs: dict
     num_warps: int
     num_stages: int
+
+    def triton_constexprs(self) -> dict:
+        """The compile-time arguments as triton takes them: ``ACC`` as triton's dtype (needs triton)."""
+        import triton.language as tl
+        constexprs = dict(self.constexprs)
+        if 'ACC' in constexprs:
+            constexprs['ACC'] = tl.float64 if constexprs['ACC'] == 'fp64' else tl.float32
+        return constexprs
 
 
 def next_pow2(value: int, at_least: int = 1) -> int:
