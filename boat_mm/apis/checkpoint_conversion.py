@@ -12,6 +12,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 
 from ..models.backbones import BOATCSWinTransformer, BOATSwinTransformer
+from ..models.backbones.base_backbone import POSITION_EMBEDDING_KEY
 from ..models.utils.ckpt_convert import (
     BACKBONE_TYPES,
     CSWIN,
@@ -80,9 +81,15 @@ def _swin_cfg(backbone: Dict[str, torch.Tensor]) -> dict:
     if len(window_sizes) != 1:
         raise ValueError(f'stages use different window sizes {sorted(window_sizes)}; BOAT-Swin uses one')
     arch = dict(embed_dims=embed_dims, depths=depths, num_heads=tuple(num_heads))
-    return dict(arch=_named_arch(SWIN, arch) or arch, in_channels=in_channels, patch_size=patch_size,
-                window_size=window_sizes.pop(), mlp_ratio=_mlp_ratio(backbone, embed_dims),
-                qkv_bias='stages.0.blocks.0.attn.qkv.bias' in backbone, fsla_stages=_fsla_stages(backbone))
+    cfg = dict(arch=_named_arch(SWIN, arch) or arch, in_channels=in_channels, patch_size=patch_size,
+               window_size=window_sizes.pop(), mlp_ratio=_mlp_ratio(backbone, embed_dims),
+               qkv_bias='stages.0.blocks.0.attn.qkv.bias' in backbone, fsla_stages=_fsla_stages(backbone))
+    if 'patch_embed.norm.weight' not in backbone:
+        cfg['patch_norm'] = False
+    if POSITION_EMBEDDING_KEY in backbone:  # a stock Swin with use_abs_pos_embed=True, over a square grid
+        side = math.isqrt(backbone[POSITION_EMBEDDING_KEY].shape[1])
+        cfg.update(use_abs_pos_embed=True, pretrain_img_size=side * patch_size)
+    return cfg
 
 
 def _cswin_cfg(backbone: Dict[str, torch.Tensor], num_heads: Optional[Sequence[int]],

@@ -317,6 +317,27 @@ def test_toolbox_swin_backbone_converts_and_matches_mmseg():
         assert (a - b).abs().max() <= 1e-10
 
 
+def test_toolbox_swin_with_position_embedding_converts_to_the_config_that_loads_it():
+    """A stock mmseg Swin with ``use_abs_pos_embed=True`` and ``patch_norm=False``: the tool reads both off the
+    weights, and the converted weights load strictly into the backbone it prints, giving the stock outputs."""
+    from mmseg.models.backbones import SwinTransformer
+    arch = dict(embed_dims=16, depths=(2, 2), num_heads=(1, 2))
+    torch.manual_seed(4)
+    peer = SwinTransformer(**arch, window_size=4, strides=(4, 2), use_abs_pos_embed=True, pretrain_img_size=64,
+                           patch_norm=False, out_indices=(0, 1))
+    with torch.no_grad():
+        for param in peer.parameters():
+            param.add_(0.1 * torch.randn_like(param))
+    state = {'backbone.' + k: v for k, v in peer.state_dict().items()}
+    cfg, _ = infer_backbone_cfg(state)
+    assert cfg['use_abs_pos_embed'] is True and cfg['pretrain_img_size'] == 64 and cfg['patch_norm'] is False
+    ours = BOATSwinTransformer(**{k: v for k, v in cfg.items() if k != 'type'}, out_indices=(0, 1))
+    ours.load_state_dict(backbone_state_dict(convert_state_dict(state)), strict=True)
+    x = torch.randn(1, 3, 64, 64, dtype=torch.float64)
+    for a, b in zip(_forward_stages(ours.double(), x), _forward_stages(peer.double(), x)):
+        assert (a - b).abs().max() <= 1e-10
+
+
 def test_mmpretrain_swin_classifier_converts_and_gives_the_same_logits():
     from mmpretrain.models import build_classifier
     torch.manual_seed(3)

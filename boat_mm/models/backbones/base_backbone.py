@@ -1,5 +1,6 @@
 """What both BOAT backbones share: the OpenMMLab backbone contract around the stages."""
 import logging
+import math
 import re
 from abc import ABCMeta, abstractmethod
 from typing import List, Optional, Sequence, Tuple, Union
@@ -12,7 +13,16 @@ from mmengine.model import BaseModule, initialize
 from mmengine.model.weight_init import trunc_normal_
 
 from ..layers.feature_space_attention import FeatureSpaceLocalAttention, check_fsla_settings
-from ..layers.transformer_layers import NORM_LAYERS, DropPath, Mlp, freeze, tokens_to_nchw
+from ..layers.transformer_layers import (
+    LAYER_NORM_CFG,
+    NORM_LAYERS,
+    DropPath,
+    Mlp,
+    build_token_norm,
+    freeze,
+    resize_position_embedding,
+    tokens_to_nchw,
+)
 from ..utils.ckpt_convert import (
     BOAT_MM,
     RELATIVE_TABLE_SUFFIX,
@@ -20,10 +30,12 @@ from ..utils.ckpt_convert import (
     resize_relative_position_tables,
     table_window_size,
 )
-from ..utils.toolbox_args import check_in_channels, resolve_fsla_cfg, resolve_fsla_stages
+from ..utils.toolbox_args import building_scope, check_in_channels, resolve_fsla_cfg, resolve_fsla_stages
 
 __all__ = ['BOATBackbone', 'BilateralBlock', 'default_out_indices', 'stages_frozen_by']
 
+# The stock Swins' absolute position embedding (use_abs_pos_embed=True), resized on load like the window tables.
+POSITION_EMBEDDING_KEY = 'absolute_pos_embed'
 # Std of the truncated-normal init of Linear weights, as in Swin/CSWin.
 LINEAR_INIT_STD = 0.02
 
@@ -34,16 +46,10 @@ LAST_STAGE_ONLY_SCOPES = ('mmpretrain',)
 INCLUSIVE_FROZEN_STAGES_SCOPES = ('mmpretrain',)
 
 
-def _building_scope() -> Optional[str]:
-    from mmengine.registry import DefaultScope
-    scope = DefaultScope.get_current_instance()
-    return None if scope is None else scope.scope_name
-
-
 def default_out_indices(num_stages: int) -> Tuple[int, ...]:
     """The ``out_indices`` default of the toolbox building the backbone, as each defines it for its Swin:
     mmpretrain returns the last stage, mmdet and mmseg every stage (also the default outside any scope)."""
-    if _building_scope() in LAST_STAGE_ONLY_SCOPES:
+    if building_scope() in LAST_STAGE_ONLY_SCOPES:
         return (num_stages - 1,)
     return tuple(range(num_stages))
 
@@ -55,7 +61,7 @@ def stages_frozen_by(frozen_stages: int) -> int:
     stages 0..k (``k = 0``: the patch embedding and stage 0). ``k = -1`` freezes nothing in both."""
     if frozen_stages < 0:
         return 0
-    return frozen_stages + 1 if _building_scope() in INCLUSIVE_FROZEN_STAGES_SCOPES else frozen_stages
+    return frozen_stages + 1 if building_scope() in INCLUSIVE_FROZEN_STAGES_SCOPES else frozen_stages
 
 
 class BOATBackbone(BaseModule):
@@ -103,7 +109,7 @@ class BOATBackbone(BaseModule):
             raise ValueError(f'out_indices must be stage indices in [0, {num_stages}), got {out_indices}')
         self.num_frozen_stages = stages_frozen_by(frozen_stages)
         if frozen_stages < -1 or self.num_frozen_stages > num_stages:
-            largest = num_stages - 1 if _building_scope() in INCLUSIVE_FROZEN_STAGES_SCOPES else num_stages
+            largest = num_stages - 1 if building_scope() in INCLUSIVE_FROZEN_STAGES_SCOPES else num_stages
             raise ValueError(f'frozen_stages must be in [-1, {largest}], got {frozen_stages}')
         self.num_features = list(num_features)
         self.out_indices = out_indices
@@ -124,9 +130,10 @@ class BOATBackbone(BaseModule):
         except ValueError as error:  # the module's check, named as the config spells it
             raise ValueError(f'{name}: fsla_cfg {error}') from None
 
-    def _add_output_norms(self) -> None:
+    def _add_output_norms(self, norm_cfg: Optional[dict] = LAYER_NORM_CFG) -> None:
+        """``norm{i}`` for every output stage: LayerNorm, or ``norm_cfg`` (None: none, as mmpretrain builds it)."""
         for i in self.out_indices:
-            self.add_module(f'norm{i}', nn.LayerNorm(self.num_features[i]))
+            self.add_module(f'norm{i}', build_token_norm(norm_cfg, self.num_features[i]))
         self._freeze_stages()
 
     def _check_input(self, x: torch.Tensor) -> None:
@@ -187,6 +194,7 @@ class BOATBackbone(BaseModule):
         weights, layout = pretrained_backbone_weights(path, prefix)
         own = self.state_dict()
         resize_note = self._resize_window_tables(weights, own)
+        position_note = self._resize_position_embedding(weights, own)
         unused_norms = [k for k in weights if k not in own and re.match(r'^norm\d+\.', k)]
         unexpected = [k for k in weights if k not in own and k not in unused_norms]
         mismatched = [f'{k}: checkpoint {tuple(weights[k].shape)}, model {tuple(own[k].shape)}'
@@ -204,8 +212,25 @@ class BOATBackbone(BaseModule):
                   f'parameters not in the checkpoint keep their fresh initialisation: {", ".join(new) or "none"}'
                   + (f'; skipped output norms this backbone does not build: {", ".join(unused_norms)}'
                      if unused_norms else ''), logger='current', level=logging.INFO)
-        if resize_note:
-            print_log(f'{type(self).__name__}: {resize_note}', logger='current', level=logging.INFO)
+        for note in (resize_note, position_note):
+            if note:
+                print_log(f'{type(self).__name__}: {note}', logger='current', level=logging.INFO)
+
+    def _resize_position_embedding(self, weights: dict, own: dict) -> Optional[str]:
+        """A checkpoint's absolute position embedding over another patch grid than this backbone's (a square
+        one, as mmpretrain assumes): resized with ``interpolate_mode`` to this backbone's grid; returns the log
+        line."""
+        key = POSITION_EMBEDDING_KEY
+        if key not in weights or key not in own or weights[key].shape == own[key].shape:
+            return None
+        length = weights[key].shape[1]
+        side = math.isqrt(length)
+        if side * side != length or weights[key].shape[2] != own[key].shape[2]:
+            return None  # reported as a shape mismatch
+        weights[key] = resize_position_embedding(weights[key], (side, side), self.position_grid,
+                                                 self.interpolate_mode)
+        return (f'resized {key} from a {side}x{side} to a {self.position_grid[0]}x{self.position_grid[1]} patch '
+                f'grid ({self.interpolate_mode})')
 
     @staticmethod
     def _resize_window_tables(weights: dict, own: dict) -> Optional[str]:
@@ -277,6 +302,10 @@ class BilateralBlock(nn.Module, metaclass=ABCMeta):
         qkv_bias: bias of the qkv projections (image-space attention and FSLA).
         attn_drop: attention dropout (both attentions); fsla_proj_drop: dropout after the FSLA projection.
         mlp_ratio, drop: MLP width and dropout (also after the image-space attention's projection).
+        mlp_hidden_dims: the MLP width in channels (mmpretrain's ``ffn_cfgs`` ``feedforward_channels``), instead
+            of ``mlp_ratio``; ffn_drop: the MLP's dropout where it differs from ``drop`` (None: ``drop``).
+        norm_cfg: the block's norms (``norm1``, ``norm_fsla``, ``norm2``; None: LayerNorm); act_cfg: the MLP
+            activation (None: GELU).
         drop_path: stochastic depth of this block; with_cp: gradient checkpointing.
         image_attention_cfg: the subclass's own settings, passed to ``_build_image_attention``.
     """
@@ -285,21 +314,24 @@ class BilateralBlock(nn.Module, metaclass=ABCMeta):
     def __init__(self, *, embed_dims: int, num_heads: int, use_fsla: bool, fsla_cfg: Optional[dict] = None,
                  qkv_bias: bool = True, attn_drop: float = 0.0, fsla_proj_drop: float = 0.0,
                  mlp_ratio: float = 4.0, drop: float = 0.0, drop_path: float = 0.0, with_cp: bool = False,
-                 image_attention_cfg: Optional[dict] = None):
+                 image_attention_cfg: Optional[dict] = None, mlp_hidden_dims: Optional[int] = None,
+                 ffn_drop: Optional[float] = None, norm_cfg: Optional[dict] = None, act_cfg: Optional[dict] = None):
         super().__init__()
         self.with_cp = with_cp
-        self.norm1 = nn.LayerNorm(embed_dims)
+        norm_cfg = LAYER_NORM_CFG if norm_cfg is None else norm_cfg
+        self.norm1 = build_token_norm(norm_cfg, embed_dims)
         self._build_image_attention(embed_dims=embed_dims, num_heads=num_heads, qkv_bias=qkv_bias,
                                     attn_drop=attn_drop, drop=drop, **(image_attention_cfg or {}))
         if use_fsla:
-            self.norm_fsla = nn.LayerNorm(embed_dims)
+            self.norm_fsla = build_token_norm(norm_cfg, embed_dims)
             self.fsla = FeatureSpaceLocalAttention(embed_dims, num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop,
                                                    proj_drop=fsla_proj_drop, **(fsla_cfg or {}))
         else:
             self.fsla = None
         self.drop_path = DropPath(drop_path)
-        self.norm2 = nn.LayerNorm(embed_dims)
-        self.mlp = Mlp(embed_dims, int(embed_dims * mlp_ratio), drop)
+        self.norm2 = build_token_norm(norm_cfg, embed_dims)
+        hidden_dims = int(embed_dims * mlp_ratio) if mlp_hidden_dims is None else mlp_hidden_dims
+        self.mlp = Mlp(embed_dims, hidden_dims, drop if ffn_drop is None else ffn_drop, act_cfg)
 
     @abstractmethod
     def _build_image_attention(self, *, embed_dims: int, num_heads: int, qkv_bias: bool, attn_drop: float,

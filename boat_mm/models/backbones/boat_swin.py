@@ -9,8 +9,9 @@ feature-space local attention, on its own LayerNorm and *outside* drop path, as 
     x = x + drop_path(MLP(norm2(x)))
 
 Any input size works: the patch embedding and patch merging pad odd sizes, windows are padded to
-window multiples (padded keys are masked), and a map no larger than one window is not shifted (as in
-the released models, whose last stage at 224 is exactly one window).
+window multiples (as the toolboxes' Swin pad them, real tokens attending to the zero tokens, unless
+``mask_padding``), and a map no larger than one window is not shifted outside mmdet / mmseg (as in the
+released models, whose last stage at 224 is exactly one window, and mmpretrain's ``pad_small_map=False``).
 
 Parameter names follow the released checkpoints up to a short rename table (see ``boat_mm.models.utils.ckpt_convert``).
 """
@@ -19,6 +20,7 @@ from typing import Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from mmengine.model.weight_init import trunc_normal_
 
 from ...registry import register_model
 from ...utils.torch_features import constant_under_compile
@@ -28,23 +30,42 @@ from ..layers.feature_space_attention import (
     DEFAULT_OVERLAP,
     DEFAULT_TEMPERATURE,
 )
-from ..layers.transformer_layers import cache_outside_tracing, pad_to_multiple
+from ..layers.transformer_layers import (
+    GELU_CFG,
+    LAYER_NORM_CFG,
+    PADDING_MODES,
+    adaptive_pad,
+    build_token_norm,
+    cache_outside_tracing,
+    pad_to_multiple,
+    resize_position_embedding,
+    to_pair,
+    tokens_to_nchw,
+)
 from ..utils.toolbox_args import (
+    DOWNSAMPLE_CFG_KEYS,
+    PATCH_CFG_KEYS,
+    PATCH_CFG_RENAMES,
+    PATCH_CFG_SETTINGS,
+    PATCH_CONV_TYPE,
     UNSET,
+    building_scope,
+    builds_like_mmpretrain,
     check_act_cfg,
-    check_empty_cfg,
     check_image_size,
+    check_keys,
     check_norm_cfg,
+    check_overrides,
     check_rate,
     init_cfg_from_pretrained,
     refuse_unless,
     resolve_arch,
-    resolve_stage_windows,
+    resolve_swin_stages,
 )
-from .base_backbone import BilateralBlock, BOATBackbone
+from .base_backbone import LINEAR_INIT_STD, BilateralBlock, BOATBackbone
 
 __all__ = ['BOATSwinTransformer', 'BOATSwinStage', 'BOATSwinBlock', 'WindowMSA', 'PatchEmbed', 'PatchMerging',
-           'window_partition', 'window_reverse']
+           'PatchSampler', 'window_partition', 'window_reverse']
 
 # Logit added between tokens of different shifted-window regions, as in Swin and the released BOAT.
 SHIFT_MASK_VALUE = -100.0
@@ -54,19 +75,25 @@ PATCH_MERGING_STRIDE = 2
 # Bound of the shifted-window mask cache (all devices together; a mask is ~12 MiB at stage 1 of 800x1216).
 WINDOW_MASK_CACHE_BYTES = 64 << 20
 WINDOW_MASK_CACHE_ENTRIES = 128
+# The stock Swins' pretraining size, which sizes the absolute position embedding unless given.
+DEFAULT_PRETRAIN_IMG_SIZE = 224
+# F.interpolate's modes for a 2-D map, which mmpretrain's ``interpolate_mode`` may name.
+INTERPOLATE_MODES = ('nearest', 'bilinear', 'bicubic', 'area', 'nearest-exact')
 
 
 @constant_under_compile  # compiled graphs hold the mask, not the ops that build it on the CPU
 @cache_outside_tracing(maxsize=WINDOW_MASK_CACHE_ENTRIES, max_bytes=WINDOW_MASK_CACHE_BYTES)
-def _window_mask(height: int, width: int, window: int, shift: int,
-                 device: torch.device) -> Optional[torch.Tensor]:
+def _window_mask(height: int, width: int, window: int, shift: int, device: torch.device,
+                 mask_padding: bool = False) -> Optional[torch.Tensor]:
     """Additive (num_windows, window**2, window**2) mask for a (height, width) map padded to window
-    multiples and cyclically shifted by ``shift``; None when neither padding nor shift is present.
+    multiples and cyclically shifted by ``shift``; None when nothing is masked.
 
-    Tokens of different shift regions see each other through SHIFT_MASK_VALUE (as released); padded
-    tokens are their own region and are never seen by a real token (-inf)."""
+    Tokens of different shift regions see each other through SHIFT_MASK_VALUE (as released and as the
+    toolboxes' Swin), the padded positions belonging to the region they lie in, as there. With
+    ``mask_padding`` the padded tokens are their own region instead and never seen by a real token (-inf)."""
     padded_h, padded_w = -(-height // window) * window, -(-width // window) * window
-    if shift == 0 and (padded_h, padded_w) == (height, width):
+    padded = (padded_h, padded_w) != (height, width)
+    if shift == 0 and not (mask_padding and padded):
         return None
     region = torch.zeros(padded_h, padded_w, dtype=torch.long)
     if shift > 0:
@@ -74,9 +101,11 @@ def _window_mask(height: int, width: int, window: int, shift: int,
         for i, hs in enumerate(slices):
             for j, ws in enumerate(slices):
                 region[hs, ws] = i * 3 + j
-    is_pad = torch.ones(padded_h, padded_w, dtype=torch.bool)
-    is_pad[:height, :width] = False
-    is_pad = torch.roll(is_pad, shifts=(-shift, -shift), dims=(0, 1))
+    is_pad = torch.zeros(padded_h, padded_w, dtype=torch.bool)
+    if mask_padding:
+        is_pad[height:] = True
+        is_pad[:, width:] = True
+        is_pad = torch.roll(is_pad, shifts=(-shift, -shift), dims=(0, 1))
     region = region.masked_fill(is_pad, -1)
 
     def windows(t):
@@ -144,35 +173,50 @@ class WindowMSA(nn.Module):
 
 class BOATSwinBlock(BilateralBlock):
     """One BOAT-Swin block: (shifted) window attention, optional FSLA (not under drop path, as released),
-    MLP; pre-norm residuals. Arguments of ``BilateralBlock``; FSLA's output dropout is ``drop``."""
+    MLP; pre-norm residuals. Arguments of ``BilateralBlock`` (FSLA's output dropout is ``drop``), and:
+
+    - ``shift``: shifted windows (half a window); ``pad_small_map``: shift a map no larger than one window too
+      (mmdet's / mmseg's Swin always do, mmpretrain's with ``pad_small_map=True``); otherwise such a map is not
+      shifted, as in the released models, whose last stage at 224 is exactly one window;
+    - ``mask_padding``: padded tokens (a map not a multiple of the window is zero-padded at the bottom / right)
+      are masked as keys; otherwise real tokens attend to them, as in the toolboxes' Swin;
+    - ``proj_drop``: dropout after the window attention's projection (None: ``drop``).
+    """
     fsla_under_drop_path = False
 
     def __init__(self, embed_dims: int, num_heads: int, window_size: int, shift: bool, use_fsla: bool,
                  mlp_ratio: float = 4.0, qkv_bias: bool = True, drop: float = 0.0, attn_drop: float = 0.0,
                  drop_path: float = 0.0, fsla_cfg: Optional[dict] = None, with_cp: bool = False,
-                 qk_scale: Optional[float] = None):
+                 qk_scale: Optional[float] = None, pad_small_map: bool = False, mask_padding: bool = False,
+                 proj_drop: Optional[float] = None, **block_options):
         super().__init__(embed_dims=embed_dims, num_heads=num_heads, use_fsla=use_fsla, fsla_cfg=fsla_cfg,
                          qkv_bias=qkv_bias, attn_drop=attn_drop, fsla_proj_drop=drop, mlp_ratio=mlp_ratio,
                          drop=drop, drop_path=drop_path, with_cp=with_cp,
-                         image_attention_cfg=dict(window_size=window_size, shift=shift, qk_scale=qk_scale))
+                         image_attention_cfg=dict(window_size=window_size, shift=shift, qk_scale=qk_scale,
+                                                  pad_small_map=pad_small_map, mask_padding=mask_padding,
+                                                  proj_drop=proj_drop),
+                         **block_options)
 
     def _build_image_attention(self, *, embed_dims: int, num_heads: int, qkv_bias: bool, attn_drop: float,
-                               drop: float, window_size: int, shift: bool, qk_scale: Optional[float]) -> None:
+                               drop: float, window_size: int, shift: bool, qk_scale: Optional[float],
+                               pad_small_map: bool, mask_padding: bool, proj_drop: Optional[float]) -> None:
         self.window_size = window_size
         self.shift_size = window_size // 2 if shift else 0
-        self.attn = WindowMSA(embed_dims, num_heads, window_size, qkv_bias, attn_drop, drop, qk_scale)
+        self.pad_small_map = pad_small_map
+        self.mask_padding = mask_padding
+        self.attn = WindowMSA(embed_dims, num_heads, window_size, qkv_bias, attn_drop,
+                              drop if proj_drop is None else proj_drop, qk_scale)
 
     def image_attention(self, x: torch.Tensor, hw_shape: Tuple[int, int]) -> torch.Tensor:
         height, width = hw_shape
         b, _, c = x.shape
         window = self.window_size
-        # A map no larger than one window is not shifted (as the released models at their last stage).
-        shift = self.shift_size if min(height, width) > window else 0
+        shift = self.shift_size if self.pad_small_map or min(height, width) > window else 0
         x = x.view(b, height, width, c)
         x, pad_h, pad_w = pad_to_multiple(x, window, window)
         if shift:
             x = torch.roll(x, shifts=(-shift, -shift), dims=(1, 2))
-        mask = _window_mask(height, width, window, shift, x.device)
+        mask = _window_mask(height, width, window, shift, x.device, self.mask_padding)
         out = self.attn(window_partition(x, window), mask)
         out = window_reverse(out, window, height + pad_h, width + pad_w)
         if shift:
@@ -180,57 +224,123 @@ class BOATSwinBlock(BilateralBlock):
         return out[:, :height, :width].reshape(b, height * width, c)
 
 
-class PatchMerging(nn.Module):
-    """Swin patch merging: 2x2 neighbours concatenated (released order), LayerNorm (none with mmdet's / mmseg's
-    ``patch_norm=False``), Linear 4C -> 2C.
+def _check_sampler(class_name: str, name: str, kernel_size, stride, padding, dilation) -> None:
+    """The settings of a patch sampler (patch embedding, patch merging) as mmcv takes them: positive ints or
+    pairs, and a padding that is one of ``PADDING_MODES`` or non-negative ints."""
+    for key, value, least in (('kernel_size', kernel_size, 1), ('stride', stride, 1), ('dilation', dilation, 1)):
+        pair = to_pair(value)
+        refuse_unless(len(pair) == 2 and all(isinstance(v, int) and v >= least for v in pair), class_name,
+                      f'{name} {key}', value, f'an int >= {least} or a pair of them')
+    if isinstance(padding, str):
+        refuse_unless(padding in PADDING_MODES, class_name, f'{name} padding', padding,
+                      f'one of {PADDING_MODES} or ints >= 0')
+    else:
+        pair = to_pair(padding)
+        refuse_unless(len(pair) == 2 and all(isinstance(v, int) and v >= 0 for v in pair), class_name,
+                      f'{name} padding', padding, f'one of {PADDING_MODES} or ints >= 0')
 
-    Odd maps are zero-padded at the bottom/right first."""
 
-    def __init__(self, embed_dims: int, norm: bool = True):
+class PatchSampler(nn.Module):
+    """What the patch embedding and the patch merging share, as mmcv builds them: a (kernel, stride, dilation)
+    sampler over the map, after adaptive padding (``padding`` 'corner' or 'same') or with a fixed one (ints)."""
+
+    def _setup_sampler(self, kernel_size, stride, padding, dilation) -> None:
+        self.kernel_size = to_pair(kernel_size)
+        self.stride = to_pair(stride or kernel_size)
+        self.dilation = to_pair(dilation)
+        self.padding_mode = padding if isinstance(padding, str) else None
+        self.fixed_padding = (0, 0) if self.padding_mode else to_pair(padding)
+
+    def _pad(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> the map the sampler reads (adaptive padding)."""
+        if self.padding_mode is None:
+            return x
+        return adaptive_pad(x, self.kernel_size, self.stride, self.dilation, self.padding_mode)
+
+    def out_size(self, hw_shape: Sequence[int]) -> Tuple[int, int]:
+        """The (H, W) this sampler gives for an (H, W) input."""
+        sizes = []
+        for size, k, s, d, p in zip(hw_shape, self.kernel_size, self.stride, self.dilation, self.fixed_padding):
+            if self.padding_mode is not None:
+                size += max((-(-size // s) - 1) * s + (k - 1) * d + 1 - size, 0)
+            sizes.append((size + 2 * p - d * (k - 1) - 1) // s + 1)
+        return tuple(sizes)
+
+
+class PatchMerging(PatchSampler):
+    """Swin patch merging: the 2x2 neighbours concatenated (released order), a norm (LayerNorm; none with
+    mmdet's / mmseg's ``patch_norm=False``), Linear 4C -> 2C.
+
+    Odd maps are zero-padded at the bottom/right first. Other samplers, as the toolboxes' ``PatchMerging``
+    takes them (mmdet's / mmseg's ``strides``, mmpretrain's ``downsample_cfg``): ``kernel_size`` x
+    ``kernel_size`` neighbours every ``stride`` (default: the kernel), ``padding`` and ``dilation`` as mmcv's,
+    concatenated in the same position-major order (column by column), then ``norm_cfg`` and a Linear to
+    ``out_dims`` (default 2C, with ``bias``)."""
+
+    def __init__(self, embed_dims: int, out_dims: Optional[int] = None, kernel_size=PATCH_MERGING_STRIDE,
+                 stride=None, padding='corner', dilation=1, bias: bool = False,
+                 norm_cfg: Optional[dict] = LAYER_NORM_CFG):
         super().__init__()
-        self.norm = nn.LayerNorm(4 * embed_dims) if norm else nn.Identity()
-        self.reduction = nn.Linear(4 * embed_dims, 2 * embed_dims, bias=False)
+        self._setup_sampler(kernel_size, stride, padding, dilation)
+        self.released_sampler = (self.kernel_size == self.stride == (PATCH_MERGING_STRIDE,) * 2
+                                 and self.dilation == (1, 1) and self.padding_mode == 'corner')
+        sample_dims = self.kernel_size[0] * self.kernel_size[1] * embed_dims
+        self.norm = build_token_norm(norm_cfg, sample_dims)
+        self.reduction = nn.Linear(sample_dims, out_dims or 2 * embed_dims, bias=bias)
 
     def forward(self, x: torch.Tensor, hw_shape: Tuple[int, int]) -> Tuple[torch.Tensor, Tuple[int, int]]:
         b, _, c = x.shape
-        x, _, _ = pad_to_multiple(x.view(b, *hw_shape, c), 2, 2)
-        x = torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], dim=-1)
-        out_hw = x.shape[1:3]
-        return self.reduction(self.norm(x.reshape(b, -1, 4 * c))), tuple(out_hw)
+        if self.released_sampler:
+            x, _, _ = pad_to_multiple(x.view(b, *hw_shape, c), 2, 2)
+            x = torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], dim=-1)
+            out_hw = tuple(x.shape[1:3])
+            x = x.reshape(b, -1, 4 * c)
+        else:
+            x = self._pad(tokens_to_nchw(x, hw_shape))
+            out_hw = self.out_size(hw_shape)
+            columns = F.unfold(x, self.kernel_size, dilation=self.dilation, padding=self.fixed_padding,
+                               stride=self.stride)  # (B, C * kh * kw, L), channel-major
+            kh, kw = self.kernel_size
+            x = columns.view(b, c, kh, kw, -1).permute(0, 4, 3, 2, 1).reshape(b, -1, kw * kh * c)
+        return self.reduction(self.norm(x)), out_hw
 
 
-class PatchEmbed(nn.Module):
-    """Non-overlapping patch embedding (conv patch x patch) + LayerNorm (unless ``patch_norm`` is False, as the
-    stock Swins take it); pads odd image sizes."""
+class PatchEmbed(PatchSampler):
+    """Non-overlapping patch embedding (conv patch x patch) + LayerNorm (none with ``patch_norm`` False, as
+    the stock Swins take it); pads odd image sizes at the bottom / right. Other settings as mmcv's
+    ``PatchEmbed`` takes them (mmpretrain's ``patch_cfg``): ``kernel_size``, ``stride`` (default: the kernel),
+    ``padding``, ``dilation``, ``bias``, ``norm_cfg``."""
 
-    def __init__(self, in_channels: int, embed_dims: int, patch_size: int = PATCH_SIZE, patch_norm: bool = True):
+    def __init__(self, in_channels: int, embed_dims: int, patch_size: int = PATCH_SIZE, patch_norm: bool = True,
+                 stride=None, padding='corner', dilation=1, bias: bool = True,
+                 norm_cfg: Optional[dict] = LAYER_NORM_CFG):
         super().__init__()
-        self.patch_size = patch_size
-        self.proj = nn.Conv2d(in_channels, embed_dims, kernel_size=patch_size, stride=patch_size)
-        self.norm = nn.LayerNorm(embed_dims) if patch_norm else nn.Identity()
+        self._setup_sampler(patch_size, stride, padding, dilation)
+        self.proj = nn.Conv2d(in_channels, embed_dims, kernel_size=self.kernel_size, stride=self.stride,
+                              padding=self.fixed_padding, dilation=self.dilation, bias=bias)
+        self.norm = build_token_norm(norm_cfg if patch_norm else None, embed_dims)
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int]]:
-        pad_h, pad_w = (-x.shape[2]) % self.patch_size, (-x.shape[3]) % self.patch_size
-        if pad_h or pad_w:
-            x = F.pad(x, (0, pad_w, 0, pad_h))
-        x = self.proj(x)
+        x = self.proj(self._pad(x))
         hw_shape = tuple(x.shape[2:])
         return self.norm(x.flatten(2).transpose(1, 2)), hw_shape
 
 
 class BOATSwinStage(nn.Module):
-    """Blocks of one resolution, then (except for the last stage) patch merging."""
+    """Blocks of one resolution, then (except for the last stage) patch merging.
 
-    def __init__(self, embed_dims: int, depth: int, num_heads: int, window_sizes: Sequence[int], use_fsla: bool,
-                 drop_paths: Sequence[float], downsample: bool, output_after_downsample: bool = False,
-                 patch_norm: bool = True, **block_kwargs):
+    ``blocks``: one dict of ``BOATSwinBlock`` arguments per block (window, shift, drop path, ...); FSLA, with
+    ``use_fsla``, in the odd-index blocks (the shifted ones unless ``stage_cfgs`` says otherwise), as released;
+    ``downsample``: ``PatchMerging``'s arguments, or None for the last stage."""
+
+    def __init__(self, embed_dims: int, num_heads: int, blocks: Sequence[dict], use_fsla: bool,
+                 downsample: Optional[dict], output_after_downsample: bool = False, **shared_block_kwargs):
         super().__init__()
         self.output_after_downsample = output_after_downsample
         self.blocks = nn.ModuleList([
-            BOATSwinBlock(embed_dims, num_heads, window_sizes[i], shift=i % 2 == 1,
-                          use_fsla=use_fsla and i % 2 == 1, drop_path=drop_paths[i], **block_kwargs)
-            for i in range(depth)])
-        self.downsample = PatchMerging(embed_dims, norm=patch_norm) if downsample else None
+            BOATSwinBlock(embed_dims, num_heads, use_fsla=use_fsla and i % 2 == 1, **block, **shared_block_kwargs)
+            for i, block in enumerate(blocks)])
+        self.downsample = None if downsample is None else PatchMerging(embed_dims, **downsample)
 
     def forward(self, x: torch.Tensor, hw_shape: Tuple[int, int]):
         """-> (stage output, its (H, W), next stage's input, its (H, W)): the output is taken before the
@@ -261,7 +371,9 @@ class BOATSwinTransformer(BOATBackbone):
         qkv_bias: bias in all qkv projections.
         qk_scale: window-attention scale (None: head_dim ** -0.5); FSLA keeps ``fsla_cfg['qk_scale']``.
         drop_rate, attn_drop_rate, drop_path_rate: dropout, attention dropout, stochastic depth (linear
-            over blocks; FSLA is not under drop path, as released).
+            over blocks; FSLA is not under drop path, as released). ``drop_rate`` is mmdet's / mmseg's, after
+            the embedding and in every block; under mmpretrain it is its Swin's, after the embedding only (block
+            dropouts via ``stage_cfgs``), FSLA's output dropout being ``drop_rate`` in both.
         fsla_stages: stages whose shifted blocks carry FSLA; None: every stage but the last (released:
             0, 1, 2); ``()`` builds plain Swin.
         fsla_cfg: FSLA settings, a dict with any of ``cluster_size``, ``overlap``, ``kmeans_iters``,
@@ -282,24 +394,41 @@ class BOATSwinTransformer(BOATBackbone):
             released BOAT, mmdet/mmseg/mmpretrain Swin) and converted on load; parameters the checkpoint
             lacks (FSLA, extra output norms) keep their fresh initialisation and are listed in the log.
         pretrained: deprecated alias of ``init_cfg=dict(type='Pretrained', checkpoint=pretrained)``.
+        strides: mmdet's / mmseg's: the patch embedding's stride (must equal ``patch_size``, as they assert),
+            then each patch merging's (a 2x2 kernel; default 2).
+        patch_norm: mmdet's / mmseg's: False leaves the norm out of the patch embedding and the mergings.
+        act_cfg: the MLP activation (mmcv config; default exact GELU).
+        norm_cfg: mmdet's / mmseg's: every norm (patch embedding, mergings, blocks, outputs); under mmpretrain
+            its Swin's: the output norms only, None meaning none. Default LayerNorm.
+        use_abs_pos_embed: a learned (1, h * w, C) position embedding added after the patch embedding, over the
+            patch grid of ``img_size`` (mmpretrain: the patch embedding's output for it, or ``patch_cfg``'s
+            ``input_size``) or ``pretrain_img_size`` (mmdet / mmseg: ``size // patch_size``), default 224;
+            resized with ``interpolate_mode`` for other inputs and on load from a checkpoint over another
+            (square) grid; frozen with the patch embedding under mmdet / mmseg, not under mmpretrain.
+        out_after_downsample: mmpretrain's: every stage but the last outputs its merged map (twice the
+            channels, its output norm sized to them).
+        stage_cfgs: mmpretrain's per-stage settings, one dict for every stage or one per stage:
+            ``window_size``, ``drop_paths``, ``with_cp``, ``pad_small_map``, ``downsample_cfg`` (the merging's
+            ``kernel_size``, ``stride``, ``padding``, ``dilation``, ``bias``, ``norm_cfg``) and ``block_cfgs``
+            (one dict for every block or one per block: ``window_size``, ``shift``, ``ffn_ratio``,
+            ``drop_path``, ``norm_cfg``, ``with_cp``, ``pad_small_map``, ``attn_cfgs`` with ``qkv_bias``,
+            ``qk_scale``, ``attn_drop``, ``proj_drop``, ``ffn_cfgs`` with ``feedforward_channels``,
+            ``ffn_drop``, ``act_cfg``); later settings win, as there (``toolbox_args.resolve_swin_stages``).
+        patch_cfg: mmpretrain's patch embedding overrides: ``kernel_size``, ``stride``, ``padding`` ('corner',
+            'same' or ints), ``dilation``, ``bias``, ``norm_cfg``, ``input_size``.
+        pad_small_map: shift maps no larger than one window too (mmpretrain's True); None: the building
+            toolbox's way, True under mmdet / mmseg (their Swin always shifts), False under mmpretrain and
+            outside any toolbox (a one-window map is not shifted, as released). mmpretrain's False refuses a map
+            smaller than the window at the forward; BOAT pads it without shifting.
+        mask_padding: BOAT's own: mask the tokens padded to window multiples as keys. Default False, the
+            toolboxes' way (real tokens attend to the zero tokens).
 
-    Stock arguments accepted because they change nothing here: ``pretrain_img_size`` and ``img_size``
-    (they size absolute position embeddings, which BOAT has not), ``interpolate_mode`` (resizes those),
-    ``pad_small_map`` (maps smaller than a window are always padded, with the padded keys masked); both must
-    be valid (an image size of length 1 or 2, as the stock Swin asserts).
-    Honoured as mmpretrain takes it: ``stage_cfgs`` (one dict for every stage or one per stage) with
-    ``window_size`` and ``block_cfgs`` (one dict for every block or one per block) with ``window_size``: the
-    window of each block (mmpretrain's 384-pixel configs: ``stage_cfgs=dict(block_cfgs=dict(window_size=12))``);
-    other keys there are refused, naming them.
-    Honoured with the stock meaning too: mmdet's / mmseg's ``patch_norm`` (False: no LayerNorm in the patch
-    embedding nor in the patch mergings, as they build it) and mmpretrain's ``out_after_downsample`` (True:
-    every stage but the last outputs its merged map, with twice the channels, and its output norm is sized to
-    them).
-    Refused with a ``ValueError`` at construction, because BOAT does not build them yet:
-    ``use_abs_pos_embed=True``, ``strides`` other than ``(patch_size, 2, 2, 2)``, ``act_cfg`` other than
-    GELU, ``norm_cfg`` other than LN, non-empty ``patch_cfg``. Bad values (non-finite or non-positive FSLA
-    settings, ``in_channels`` < 1, ``drop_path_rate`` outside [0, 1)) are refused too, and a batch of zero
-    images at the first forward.
+    Where a stock class refuses a value (an image size of length 3, ``strides[0]`` other than ``patch_size``,
+    an unknown padding mode), BOAT refuses it with a ``ValueError`` naming the argument; so it does bad values
+    the stock classes let through (non-finite or non-positive FSLA settings, ``in_channels`` < 1, rates outside
+    [0, 1), non-positive windows, strides or kernels) and, at the first forward, a batch of zero images. Keys
+    of ``stage_cfgs`` / ``patch_cfg`` that would rebuild the architecture (widths, heads, depths, module
+    types) are refused, naming them.
     """
     arch_zoo = {
         **dict.fromkeys(['t', 'tiny'], dict(embed_dims=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24))),
@@ -320,14 +449,13 @@ class BOATSwinTransformer(BOATBackbone):
                  # the architecture the mmdet/mmseg way
                  embed_dims: Optional[int] = None, depths: Optional[Sequence[int]] = None,
                  num_heads: Optional[Sequence[int]] = None,
-                 # stock arguments checked against what BOAT can honour
+                 # the other stock arguments, each with its toolbox's meaning (class docstring)
                  strides: Optional[Sequence[int]] = None, patch_norm: bool = True,
-                 use_abs_pos_embed: bool = False, act_cfg: Optional[dict] = None, norm_cfg: Optional[dict] = None,
+                 use_abs_pos_embed: bool = False, act_cfg: Optional[dict] = GELU_CFG, norm_cfg=UNSET,
                  out_after_downsample: bool = False, stage_cfgs: Optional[dict] = None,
                  patch_cfg: Optional[dict] = None, convert_weights: bool = False, pretrained: Optional[str] = None,
-                 # stock arguments with no effect on BOAT (see the class docstring)
                  pretrain_img_size=None, img_size=None, interpolate_mode: str = 'bicubic',
-                 pad_small_map: bool = False,
+                 pad_small_map: Optional[bool] = None, mask_padding: bool = False,
                  # deprecated spellings of fsla_cfg's keys
                  cluster_size=UNSET, overlap=UNSET, kmeans_iters=UNSET, temperature=UNSET, fsla_qk_scale=UNSET):
         name = type(self).__name__
@@ -338,16 +466,18 @@ class BOATSwinTransformer(BOATBackbone):
         if len(depths) != len(num_heads):
             raise ValueError(f'depths {depths} and num_heads {num_heads} must have the same length')
         num_stages = len(depths)
-        self._check_stock_arguments(num_stages, patch_size, strides, use_abs_pos_embed, act_cfg, norm_cfg,
-                                    patch_cfg)
-        check_image_size(type(self).__name__, 'pretrain_img_size', pretrain_img_size)
-        check_image_size(type(self).__name__, 'img_size', img_size)
-        check_rate(type(self).__name__, 'drop_path_rate', drop_path_rate)
+        like_mmpretrain = builds_like_mmpretrain()
+        check_image_size(name, 'pretrain_img_size', pretrain_img_size)
+        check_image_size(name, 'img_size', img_size)
+        check_rate(name, 'drop_rate', drop_rate)
+        check_rate(name, 'attn_drop_rate', attn_drop_rate)
+        check_rate(name, 'drop_path_rate', drop_path_rate)
+        refuse_unless(interpolate_mode in INTERPOLATE_MODES, name, 'interpolate_mode', interpolate_mode,
+                      f'one of {INTERPOLATE_MODES}')
         self._setup_fsla(num_stages, fsla_stages, fsla_cfg, cluster_size=cluster_size, overlap=overlap,
                          kmeans_iters=kmeans_iters, temperature=temperature, fsla_qk_scale=fsla_qk_scale)
-        if window_size < 1:
-            raise ValueError(f'window_size must be >= 1, got {window_size}')
-        windows = resolve_stage_windows(type(self).__name__, stage_cfgs, window_size, depths)
+        refuse_unless(isinstance(window_size, int) and window_size >= 1, name, 'window_size', window_size,
+                      'a positive int (released: 7)')
         embed_dims = settings['embed_dims']
         stage_dims = [embed_dims * 2 ** i for i in range(num_stages)]
         # mmpretrain's out_after_downsample: every stage but the last outputs its merged (doubled) channels
@@ -356,41 +486,129 @@ class BOATSwinTransformer(BOATBackbone):
                             out_indices, frozen_stages, norm_eval, in_channels)
         self.convert_weights = convert_weights
 
-        self.patch_embed = PatchEmbed(in_channels, embed_dims, patch_size, patch_norm)
+        # norm_cfg: every norm under mmdet / mmseg; only the output norms under mmpretrain (None: none there)
+        output_norm_cfg = LAYER_NORM_CFG if norm_cfg is UNSET else norm_cfg
+        check_norm_cfg(name, output_norm_cfg)
+        check_act_cfg(name, act_cfg)
+        inner_norm_cfg = LAYER_NORM_CFG if like_mmpretrain else output_norm_cfg
+        self.patch_embed = self._build_patch_embed(in_channels, embed_dims, patch_size, strides, patch_norm,
+                                                   inner_norm_cfg, patch_cfg)
+        self._setup_position_embedding(use_abs_pos_embed, embed_dims, patch_size, pretrain_img_size, img_size,
+                                       patch_cfg, interpolate_mode, like_mmpretrain)
         self.drop_after_pos = nn.Dropout(drop_rate)
-        drop_paths = self.drop_path_schedule(depths, drop_path_rate)
+        # mmpretrain's drop_rate is the dropout after the embedding only; mmdet's / mmseg's also in the blocks
+        block_drop = 0.0 if like_mmpretrain else drop_rate
+        blocks, downsample_cfgs = resolve_swin_stages(
+            name, stage_cfgs, depths,
+            stage_defaults=dict(window_size=window_size, with_cp=with_cp,
+                                # mmdet's / mmseg's Swin shift every map; mmpretrain's and the released not
+                                # one no larger than a window
+                                pad_small_map=(not like_mmpretrain and building_scope() is not None)
+                                if pad_small_map is None else pad_small_map),
+            block_defaults=dict(mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, qk_scale=qk_scale, attn_drop=attn_drop_rate,
+                                proj_drop=block_drop, ffn_drop=block_drop, norm_cfg=inner_norm_cfg, act_cfg=act_cfg),
+            drop_paths=self.drop_path_schedule(depths, drop_path_rate))
         self.stages = nn.ModuleList()
-        for i, (depth, heads) in enumerate(zip(depths, num_heads)):
+        for i, heads in enumerate(num_heads):
+            downsample = None
+            if i < num_stages - 1:
+                downsample = self._merging_settings(stage_dims[i], i, strides, patch_norm, inner_norm_cfg,
+                                                    downsample_cfgs[i])
             self.stages.append(BOATSwinStage(
-                stage_dims[i], depth, heads, windows[i], use_fsla=i in self.fsla_stages,
-                drop_paths=drop_paths[i], downsample=i < num_stages - 1,
-                output_after_downsample=out_after_downsample, patch_norm=patch_norm,
-                mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, qk_scale=qk_scale, drop=drop_rate,
-                attn_drop=attn_drop_rate, fsla_cfg=self.fsla_cfg, with_cp=with_cp))
-        self._add_output_norms()
+                stage_dims[i], heads, blocks[i], use_fsla=i in self.fsla_stages, downsample=downsample,
+                output_after_downsample=out_after_downsample, drop=drop_rate, fsla_cfg=self.fsla_cfg,
+                mask_padding=mask_padding))
+        self._add_output_norms(output_norm_cfg)
+
+    def _build_patch_embed(self, in_channels: int, embed_dims: int, patch_size: int, strides, patch_norm: bool,
+                           norm_cfg: Optional[dict], patch_cfg: Optional[dict]) -> PatchEmbed:
+        """The patch embedding as the stock Swins build it: a patch_size x patch_size convolution with stride
+        ``strides[0]`` (mmdet / mmseg assert it equals ``patch_size``), its norm unless ``patch_norm`` is False,
+        and mmpretrain's ``patch_cfg`` overriding any of its settings."""
+        name = type(self).__name__
+        refuse_unless(isinstance(patch_size, int) and patch_size >= 1, name, 'patch_size', patch_size,
+                      'a positive int (released: 4)')
+        if strides is not None:
+            refuse_unless(to_pair(strides[0]) == to_pair(patch_size), name, 'strides', strides,
+                          f'strides[0] must equal patch_size={patch_size}: a non-overlapping patch embedding')
+        cfg = dict(patch_size=patch_size, stride=patch_size, padding='corner', dilation=1, bias=True,
+                   norm_cfg=norm_cfg if patch_norm else None)
+        patch_cfg = dict(patch_cfg or {})
+        check_keys(name, 'patch_cfg', patch_cfg, PATCH_CFG_KEYS)
+        check_overrides(name, 'patch_cfg', patch_cfg, dict(in_channels=in_channels, embed_dims=embed_dims,
+                                                           conv_type=PATCH_CONV_TYPE))
+        cfg.update({PATCH_CFG_RENAMES.get(k, k): v for k, v in patch_cfg.items() if k in PATCH_CFG_SETTINGS})
+        _check_sampler(name, 'patch_cfg', cfg['patch_size'], cfg['stride'], cfg['padding'], cfg['dilation'])
+        return PatchEmbed(in_channels, embed_dims, **cfg)
+
+    def _setup_position_embedding(self, use_abs_pos_embed: bool, embed_dims: int, patch_size: int,
+                                  pretrain_img_size, img_size, patch_cfg: Optional[dict], interpolate_mode: str,
+                                  like_mmpretrain: bool) -> None:
+        """The stock absolute position embedding (``use_abs_pos_embed``): a (1, h * w, C) parameter over the
+        patch grid of the pretraining size, mmdet's / mmseg's ``pretrain_img_size // patch_size`` or
+        mmpretrain's patch embedding output for ``img_size`` (``patch_cfg`` ``input_size``), resized with
+        ``interpolate_mode`` for other inputs. mmdet / mmseg freeze it with the patch embedding, mmpretrain
+        does not."""
+        self.interpolate_mode = interpolate_mode
+        self.freeze_position_embedding = not like_mmpretrain
+        self.use_abs_pos_embed = use_abs_pos_embed
+        self.position_grid = None
+        if not use_abs_pos_embed:
+            self.absolute_pos_embed = None
+            return
+        input_size = (patch_cfg or {}).get('input_size', img_size)
+        if input_size is not None and pretrain_img_size is not None:
+            grid = self.patch_embed.out_size(to_pair(input_size))
+            refuse_unless(grid == tuple(s // patch_size for s in to_pair(pretrain_img_size)), type(self).__name__,
+                          'pretrain_img_size', pretrain_img_size, f'give one pretraining size: img_size={img_size} '
+                          f'sizes the position embedding to another patch grid')
+        if input_size is not None:
+            self.position_grid = self.patch_embed.out_size(to_pair(input_size))
+        else:
+            size = to_pair(DEFAULT_PRETRAIN_IMG_SIZE if pretrain_img_size is None else pretrain_img_size)
+            self.position_grid = tuple(s // patch_size for s in size)
+        self.absolute_pos_embed = nn.Parameter(
+            torch.zeros(1, self.position_grid[0] * self.position_grid[1], embed_dims))
+
+    def _merging_settings(self, dims: int, stage: int, strides, patch_norm: bool, norm_cfg: Optional[dict],
+                          downsample_cfg: dict) -> dict:
+        """``PatchMerging``'s arguments after ``stage``: a 2x2 kernel with stride ``strides[stage + 1]`` (mmdet /
+        mmseg; default 2), its norm unless ``patch_norm`` is False, and mmpretrain's ``downsample_cfg`` for the
+        stage overriding any of them."""
+        name = type(self).__name__
+        settings = dict(kernel_size=PATCH_MERGING_STRIDE, stride=None, padding='corner', dilation=1, bias=False,
+                        norm_cfg=norm_cfg if patch_norm else None)
+        if strides is not None:
+            refuse_unless(len(strides) > stage + 1, name, 'strides', strides,
+                          f'one stride per stage ({len(self.num_features)}): the patch embedding\'s, then each '
+                          f'patch merging\'s')
+            settings['stride'] = strides[stage + 1]
+        where = f'stage_cfgs[{stage}].downsample_cfg'
+        check_keys(name, where, downsample_cfg, DOWNSAMPLE_CFG_KEYS)
+        check_overrides(name, where, downsample_cfg, dict(in_channels=dims, out_channels=2 * dims))
+        settings.update({k: v for k, v in downsample_cfg.items() if k in settings})
+        _check_sampler(name, f'stage {stage} patch merging', settings['kernel_size'],
+                       settings['stride'] or settings['kernel_size'], settings['padding'], settings['dilation'])
+        return settings
 
     @staticmethod
     def released_fsla_stages(num_stages: int) -> Tuple[int, ...]:
         """The released placement: every stage but the last (those larger than a window at 224)."""
         return tuple(range(num_stages - 1))
 
-    @classmethod
-    def _check_stock_arguments(cls, num_stages, patch_size, strides, use_abs_pos_embed, act_cfg, norm_cfg,
-                               patch_cfg) -> None:
-        """Refuse, at construction, every stock Swin setting that BOAT-Swin cannot honour."""
-        name = cls.__name__
-        refuse_unless(isinstance(patch_size, int) and patch_size >= 1, name, 'patch_size', patch_size,
-                      'a positive int (released: 4)')
-        expected_strides = (patch_size,) + (PATCH_MERGING_STRIDE,) * (num_stages - 1)
-        refuse_unless(strides is None or tuple(strides) == expected_strides, name, 'strides', strides,
-                      f'the patch embedding strides by patch_size and every patch merging by '
-                      f'{PATCH_MERGING_STRIDE}: strides={expected_strides}')
-        refuse_unless(not use_abs_pos_embed, name, 'use_abs_pos_embed', use_abs_pos_embed,
-                      'BOAT-Swin has no absolute position embedding (use_abs_pos_embed=False)')
-        check_act_cfg(name, act_cfg)
-        check_norm_cfg(name, norm_cfg)
-        check_empty_cfg(name, 'patch_cfg', patch_cfg)
-
     def _embed(self, x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int]]:
         x, hw_shape = self.patch_embed(x)
+        if self.absolute_pos_embed is not None:
+            x = x + resize_position_embedding(self.absolute_pos_embed, self.position_grid, hw_shape,
+                                              self.interpolate_mode)
         return self.drop_after_pos(x), hw_shape
+
+    def _init_fresh_weights(self) -> None:
+        super()._init_fresh_weights()
+        if self.absolute_pos_embed is not None:
+            trunc_normal_(self.absolute_pos_embed, std=LINEAR_INIT_STD)
+
+    def _freeze_stages(self) -> None:
+        super()._freeze_stages()
+        if self.frozen_stages >= 0 and self.absolute_pos_embed is not None and self.freeze_position_embedding:
+            self.absolute_pos_embed.requires_grad = False

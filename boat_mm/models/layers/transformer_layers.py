@@ -12,7 +12,16 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from ...utils.torch_features import is_compiling
 
 __all__ = ['DropPath', 'Mlp', 'pad_to_multiple', 'tokens_to_nchw', 'freeze', 'NORM_LAYERS', 'parse_arch',
-           'is_tracing', 'cache_outside_tracing', 'tensor_bytes', 'CacheInfo']
+           'is_tracing', 'cache_outside_tracing', 'tensor_bytes', 'CacheInfo', 'build_token_norm',
+           'build_activation', 'to_pair', 'adaptive_pad', 'resize_position_embedding', 'PADDING_MODES',
+           'LAYER_NORM_CFG', 'GELU_CFG']
+
+# The norm and activation of Swin, CSWin and BOAT (the toolboxes' defaults): built as torch modules directly;
+# any other config goes through mmcv's builders, as the stock classes build it.
+LAYER_NORM_CFG = dict(type='LN')
+GELU_CFG = dict(type='GELU')
+# mmcv's adaptive padding before a strided patch sampler: 'corner' pads bottom / right, 'same' both sides.
+PADDING_MODES = ('corner', 'same')
 
 # Layers that ``norm_eval`` keeps in eval mode.
 NORM_LAYERS = (nn.LayerNorm, nn.GroupNorm, _BatchNorm)
@@ -106,13 +115,74 @@ class DropPath(nn.Module):
         return f'drop_prob={self.drop_prob}'
 
 
-class Mlp(nn.Module):
-    """Transformer feed-forward network: fc1 -> GELU -> dropout -> fc2 -> dropout."""
+def build_token_norm(norm_cfg: Optional[dict], dims: int) -> nn.Module:
+    """A norm over the channels of (B, N, C) tokens from an OpenMMLab ``norm_cfg``: LayerNorm for
+    ``dict(type='LN')`` (the default), mmcv's ``build_norm_layer`` for any other, ``nn.Identity`` for None
+    (no norm, as the stock classes leave it out)."""
+    if norm_cfg is None:
+        return nn.Identity()
+    if dict(norm_cfg) == LAYER_NORM_CFG:
+        return nn.LayerNorm(dims)
+    from mmcv.cnn import build_norm_layer
+    return build_norm_layer(dict(norm_cfg), dims)[1]
 
-    def __init__(self, embed_dims: int, hidden_dims: int, drop: float = 0.0):
+
+def build_activation(act_cfg: Optional[dict]) -> nn.Module:
+    """The MLP activation from an OpenMMLab ``act_cfg``: exact GELU for None or ``dict(type='GELU')``, mmcv's
+    ``build_activation_layer`` for any other."""
+    if act_cfg is None or dict(act_cfg) == GELU_CFG:
+        return nn.GELU()
+    from mmcv.cnn import build_activation_layer
+    return build_activation_layer(dict(act_cfg))
+
+
+def to_pair(value) -> Tuple[int, int]:
+    """An int or a pair -> a pair (mmcv's ``to_2tuple`` for sizes, strides, paddings)."""
+    return tuple(value) if isinstance(value, (list, tuple)) else (value, value)
+
+
+def adaptive_pad(x: torch.Tensor, kernel: Tuple[int, int], stride: Tuple[int, int], dilation: Tuple[int, int],
+                 mode: str) -> torch.Tensor:
+    """Zero-pad a (B, C, H, W) map so that a (kernel, stride, dilation) sampler covers every pixel and gives
+    ceil(size / stride) outputs, as mmcv's ``AdaptivePadding``: at the bottom / right ('corner') or split
+    evenly, the extra one at the bottom / right ('same')."""
+    pads = []
+    for size, k, s, d in zip(x.shape[-2:], kernel, stride, dilation):
+        pads.append(max((-(-size // s) - 1) * s + (k - 1) * d + 1 - size, 0))
+    pad_h, pad_w = pads
+    if not (pad_h or pad_w):
+        return x
+    if mode == 'corner':
+        return F.pad(x, (0, pad_w, 0, pad_h))
+    return F.pad(x, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2))
+
+
+def resize_position_embedding(pos_embed: torch.Tensor, source_grid: Sequence[int], target_grid: Sequence[int],
+                              mode: str = 'bicubic') -> torch.Tensor:
+    """A (1, h * w, C) position embedding over a ``source_grid`` (h, w) -> over ``target_grid``, interpolated as
+    a (C, h, w) map with ``mode`` (``align_corners=False``), as mmpretrain's ``resize_pos_embed``; unchanged
+    when the grids agree. Half-precision embeddings are interpolated in float32 (bicubic needs it on CPU)."""
+    source_grid, target_grid = tuple(source_grid), tuple(target_grid)
+    if source_grid == target_grid:
+        return pos_embed
+    _, length, channels = pos_embed.shape
+    if length != source_grid[0] * source_grid[1]:
+        raise ValueError(f'a position embedding of {length} tokens is not over a {source_grid} grid')
+    grid = pos_embed.reshape(1, *source_grid, channels).permute(0, 3, 1, 2)
+    compute_dtype = torch.float32 if pos_embed.dtype in (torch.float16, torch.bfloat16) else pos_embed.dtype
+    resized = F.interpolate(grid.to(compute_dtype), size=target_grid, mode=mode,
+                            **({} if mode in ('nearest', 'area', 'nearest-exact') else dict(align_corners=False)))
+    return resized.flatten(2).transpose(1, 2).to(pos_embed.dtype)
+
+
+class Mlp(nn.Module):
+    """Transformer feed-forward network: fc1 -> activation (GELU unless ``act_cfg``) -> dropout -> fc2 ->
+    dropout."""
+
+    def __init__(self, embed_dims: int, hidden_dims: int, drop: float = 0.0, act_cfg: Optional[dict] = None):
         super().__init__()
         self.fc1 = nn.Linear(embed_dims, hidden_dims)
-        self.act = nn.GELU()
+        self.act = build_activation(act_cfg)
         self.fc2 = nn.Linear(hidden_dims, embed_dims)
         self.drop = nn.Dropout(drop)
 

@@ -18,6 +18,7 @@ architecture off a checkpoint's shapes, which needs the backbones' ``arch_zoo``,
 ``boat_mm.apis.checkpoint_conversion``.
 """
 import argparse
+import math
 import re
 from collections import OrderedDict
 from typing import Dict, List, Optional, Tuple
@@ -107,15 +108,32 @@ def detect_family(state_dict: Dict[str, torch.Tensor]) -> str:
     return CSWIN if _upstream_layout(state_dict) == CSWIN else SWIN
 
 
-def _unfold_to_concat_order(tensor: torch.Tensor) -> torch.Tensor:
+def _unfold_to_concat_order(tensor: torch.Tensor, kernel: int = 2) -> torch.Tensor:
     """Patch-merging channels from ``nn.Unfold`` order (channel-major: c0 at (0,0), (0,1), (1,0), (1,1), c1 ...)
     to the official concatenation order (position-major: x[0::2, 0::2], x[1::2, 0::2], x[0::2, 1::2],
-    x[1::2, 1::2]), along the last dim."""
+    x[1::2, 1::2]), along the last dim; a ``kernel`` x ``kernel`` merging likewise (positions column by
+    column, as ``boat_swin.PatchMerging`` concatenates them)."""
     lead = tensor.shape[:-1]
-    channels = tensor.shape[-1] // 4
-    by_position = tensor.reshape(*lead, channels, 2, 2)  # (..., c, row, col) in unfold order
-    # official order: (row, col) = (0, 0), (1, 0), (0, 1), (1, 1), i.e. column-major over the 2x2 patch
-    return by_position.transpose(-1, -2).reshape(*lead, channels, 4).transpose(-1, -2).reshape(*lead, 4 * channels)
+    channels = tensor.shape[-1] // kernel ** 2
+    by_position = tensor.reshape(*lead, channels, kernel, kernel)  # (..., c, row, col) in unfold order
+    # ours: (col, row, c), i.e. column-major over the patch, channels innermost
+    return by_position.permute(*range(len(lead)), -1, -2, -3).reshape(*lead, kernel ** 2 * channels)
+
+
+def _merging_kernel(state_dict: Dict[str, torch.Tensor], key: str, value: torch.Tensor) -> int:
+    """The kernel side of a toolbox patch merging (``key`` without ``backbone.``), from its input width over
+    its stage's width (the stage's first qkv input): 2 for every stock Swin, another with mmpretrain's
+    ``downsample_cfg``."""
+    stage = key.split('.')[1]
+    qkv = re.compile(rf'(^|\.)stages\.{stage}\.blocks\.0\.attn\.w_msa\.qkv\.weight$')
+    qkv_key = next((k for k in state_dict if qkv.search(k)), None)
+    if qkv_key is None:
+        return 2
+    channels = state_dict[qkv_key].shape[1]
+    kernel = math.isqrt(value.shape[-1] // channels)
+    if kernel * kernel * channels != value.shape[-1]:
+        raise ValueError(f'{key}: {value.shape[-1]} inputs are not a square kernel over {channels} channels')
+    return kernel
 
 
 def _rename(key: str, layout: str) -> str:
@@ -157,12 +175,9 @@ def convert_toolbox_swin_state_dict(state_dict: Dict[str, torch.Tensor]) -> 'Ord
         key = _strip_backbone_prefix(key)
         if _DROPPED.search(key):
             continue
-        if key.startswith('absolute_pos_embed'):
-            raise ValueError('this Swin checkpoint has an absolute position embedding (use_abs_pos_embed=True), '
-                             'which BOAT-Swin does not support')
         new_key = _rename(key, TOOLBOX_SWIN)
         if re.match(r'^stages\.\d+\.downsample\.(reduction\.weight|norm\.weight|norm\.bias)$', new_key):
-            value = _unfold_to_concat_order(value)
+            value = _unfold_to_concat_order(value, _merging_kernel(state_dict, key, value))
         converted[BACKBONE_PREFIX + new_key] = value
     return converted
 

@@ -10,15 +10,28 @@ import numbers
 import warnings
 from typing import Any, Mapping, Optional, Sequence
 
-__all__ = ['resolve_arch', 'refuse_unless', 'check_norm_cfg', 'check_act_cfg', 'check_empty_cfg',
-           'merge_alias', 'init_cfg_from_pretrained', 'resolve_fsla_stages', 'resolve_fsla_cfg', 'UNSET',
-           'FSLA_CFG_KEYS', 'resolve_stage_windows', 'check_image_size', 'check_rate', 'check_in_channels',
-           'STAGE_CFG_KEYS', 'BLOCK_CFG_KEYS']
+__all__ = ['resolve_arch', 'refuse_unless', 'merge_alias', 'init_cfg_from_pretrained', 'resolve_fsla_stages',
+           'resolve_fsla_cfg', 'UNSET', 'FSLA_CFG_KEYS', 'check_image_size', 'check_rate', 'check_in_channels',
+           'building_scope', 'builds_like_mmpretrain', 'per_item', 'check_keys', 'check_overrides',
+           'resolve_swin_stages', 'check_norm_cfg', 'check_act_cfg', 'check_empty_cfg', 'STAGE_CFG_KEYS',
+           'BLOCK_CFG_KEYS', 'ATTN_CFG_KEYS', 'FFN_CFG_KEYS',
+           'PATCH_CFG_KEYS', 'PATCH_CFG_SETTINGS', 'PATCH_CFG_RENAMES', 'PATCH_CONV_TYPE', 'DOWNSAMPLE_CFG_KEYS']
 
-# The norm and activation every BOAT block is built with (as in Swin and CSWin).
-SUPPORTED_NORM_TYPES = ('LN', 'LayerNorm')
-LAYER_NORM_EPS = 1e-5
-SUPPORTED_ACT_TYPE = 'GELU'
+# Toolboxes whose Swin gives some arguments another meaning than mmdet's and mmseg's (``builds_like_mmpretrain``).
+MMPRETRAIN_SCOPES = ('mmpretrain',)
+
+
+def building_scope() -> Optional[str]:
+    """The OpenMMLab default scope the backbone is being built under (None outside any toolbox)."""
+    from mmengine.registry import DefaultScope
+    scope = DefaultScope.get_current_instance()
+    return None if scope is None else scope.scope_name
+
+
+def builds_like_mmpretrain() -> bool:
+    """Whether the stock arguments take mmpretrain's meaning (its Swin's), not mmdet's / mmseg's: asked at
+    construction, since a scope is current only while a registry builds."""
+    return building_scope() in MMPRETRAIN_SCOPES
 
 
 def _as_tuple(value):
@@ -64,30 +77,22 @@ def resolve_arch(class_name: str, arch, explicit: Mapping[str, Any], arch_zoo: M
     return settings
 
 
-def check_norm_cfg(class_name: str, norm_cfg: Optional[Mapping]) -> None:
-    """Only LayerNorm (eps 1e-5, trainable), which every BOAT norm is."""
-    if norm_cfg is None:
-        return
-    cfg = dict(norm_cfg)
-    ok = (cfg.pop('type', None) in SUPPORTED_NORM_TYPES and cfg.pop('requires_grad', True) is True
-          and cfg.pop('eps', LAYER_NORM_EPS) == LAYER_NORM_EPS and not cfg)
-    refuse_unless(ok, class_name, 'norm_cfg', norm_cfg,
-                  f"only dict(type='LN') (LayerNorm, eps {LAYER_NORM_EPS}, requires_grad=True) is supported")
+def check_norm_cfg(class_name: str, norm_cfg: Optional[Mapping], name: str = 'norm_cfg') -> None:
+    """A norm config as mmcv builds it: None (no norm) or a dict with a ``type``."""
+    refuse_unless(norm_cfg is None or (isinstance(norm_cfg, Mapping) and 'type' in norm_cfg), class_name, name,
+                  norm_cfg, "a dict with a 'type' (e.g. dict(type='LN')) or None")
 
 
-def check_act_cfg(class_name: str, act_cfg: Optional[Mapping]) -> None:
-    """Only GELU (exact), the MLP activation of Swin, CSWin and BOAT."""
-    if act_cfg is None:
-        return
-    refuse_unless(dict(act_cfg) == dict(type=SUPPORTED_ACT_TYPE), class_name, 'act_cfg', act_cfg,
-                  f"only dict(type='{SUPPORTED_ACT_TYPE}') is supported")
+def check_act_cfg(class_name: str, act_cfg: Optional[Mapping], name: str = 'act_cfg') -> None:
+    """An activation config as mmcv builds it: a dict with a ``type`` (None: the default GELU)."""
+    refuse_unless(act_cfg is None or (isinstance(act_cfg, Mapping) and 'type' in act_cfg), class_name, name,
+                  act_cfg, "a dict with a 'type' (e.g. dict(type='GELU'))")
 
 
 def check_empty_cfg(class_name: str, name: str, value: Any) -> None:
-    """mmpretrain's per-stage / patch-embedding override dicts: nothing to override in BOAT."""
-    refuse_unless(not value, class_name, name, value,
-                  'BOAT blocks and the patch embedding take no overrides: leave it empty and use the '
-                  'backbone arguments instead')
+    """An override dict a backbone takes no overrides from: it must be empty (kept for the pre-issue-40 API;
+    BOAT-Swin honours ``patch_cfg`` and ``stage_cfgs`` now)."""
+    refuse_unless(not value, class_name, name, value, 'leave it empty and use the backbone arguments instead')
 
 
 def init_cfg_from_pretrained(class_name: str, pretrained: Optional[str], init_cfg):
@@ -179,14 +184,9 @@ def check_in_channels(class_name: str, value: Any) -> None:
                   'images need at least one channel (an int >= 1)')
 
 
-# The keys of mmpretrain's ``stage_cfgs`` (per stage) and of their ``block_cfgs`` (per block) that BOAT-Swin
-# honours: the window of each block (mmpretrain's 384-pixel configs set ``block_cfgs=dict(window_size=12)``).
-STAGE_CFG_KEYS = ('window_size', 'block_cfgs')
-BLOCK_CFG_KEYS = ('window_size',)
-
-
-def _per_item(class_name: str, name: str, value, count: int) -> list:
-    """mmpretrain's convention: one dict for every item, or a sequence of one dict per item."""
+def per_item(class_name: str, name: str, value, count: int) -> list:
+    """mmpretrain's convention for per-stage / per-block settings: one dict for every item, or a sequence of
+    one dict per item (None: empty dicts)."""
     if value is None:
         return [{} for _ in range(count)]
     if isinstance(value, Mapping):
@@ -197,29 +197,79 @@ def _per_item(class_name: str, name: str, value, count: int) -> list:
     return [dict(item) for item in items]
 
 
-def resolve_stage_windows(class_name: str, stage_cfgs, window_size: int, depths: Sequence[int]) -> list:
-    """The Swin window of every block, per stage, from ``window_size`` and mmpretrain's ``stage_cfgs``:
-    a dict for every stage or a sequence of one per stage, each with an optional ``window_size`` and
-    ``block_cfgs`` (a dict for every block of the stage or one per block, each with an optional
-    ``window_size``), later settings overriding earlier ones as in mmpretrain's ``SwinTransformer``. Other keys
-    (mmpretrain's block internals: ffn_cfgs, norm_cfg, ...) are refused, naming them."""
-    windows = []
-    for stage, stage_cfg in enumerate(_per_item(class_name, 'stage_cfgs', stage_cfgs, len(depths))):
-        unknown = sorted(set(stage_cfg) - set(STAGE_CFG_KEYS))
-        refuse_unless(not unknown, class_name, 'stage_cfgs', stage_cfgs,
-                      f'stage {stage} sets {unknown}; BOAT-Swin honours {list(STAGE_CFG_KEYS)} there')
-        stage_window = stage_cfg.get('window_size', window_size)
-        block_cfgs = _per_item(class_name, f'stage_cfgs[{stage}].block_cfgs', stage_cfg.get('block_cfgs'),
-                               depths[stage])
-        stage_windows = []
-        for block, block_cfg in enumerate(block_cfgs):
-            unknown = sorted(set(block_cfg) - set(BLOCK_CFG_KEYS))
-            refuse_unless(not unknown, class_name, 'stage_cfgs', stage_cfgs,
-                          f'block {block} of stage {stage} sets {unknown}; BOAT-Swin honours '
-                          f'{list(BLOCK_CFG_KEYS)} there')
-            window = block_cfg.get('window_size', stage_window)
-            refuse_unless(isinstance(window, int) and window >= 1, class_name, 'window_size', window,
-                          'a positive int (released: 7)')
-            stage_windows.append(window)
-        windows.append(stage_windows)
-    return windows
+def check_keys(class_name: str, name: str, value: Mapping, honoured: Sequence[str]) -> None:
+    """Refuse keys of a stock override dict (``stage_cfgs``, ``patch_cfg``, ...) outside ``honoured``, naming
+    them: the ones a stock class takes but that would rebuild what BOAT fixes (the stage widths, the module
+    types)."""
+    unknown = sorted(set(value) - set(honoured))
+    refuse_unless(not unknown, class_name, name, dict(value), f'it sets {unknown}; honoured there: {list(honoured)}')
+
+
+def check_overrides(class_name: str, name: str, value: Mapping, fixed: Mapping[str, Any]) -> None:
+    """Keys of a stock override dict that may only repeat what the backbone already has (e.g. ``patch_cfg``'s
+    ``in_channels``): another value is refused, naming it."""
+    for key, expected in fixed.items():
+        if key in value:
+            refuse_unless(_as_tuple(value[key]) == _as_tuple(expected), class_name, f'{name}[{key!r}]', value[key],
+                          f'it must equal the backbone\'s {expected!r}')
+
+
+# mmpretrain's ``stage_cfgs`` (per stage, its ``SwinBlockSequence``'s arguments) and their ``block_cfgs`` (per
+# block, its ``SwinBlock``'s), with the keys BOAT-Swin honours at each level; the others (``embed_dims``,
+# ``num_heads``, ``depth``, ``downsample``: the architecture, given by ``arch``) are refused, naming them.
+STAGE_CFG_KEYS = ('window_size', 'block_cfgs', 'downsample_cfg', 'drop_paths', 'with_cp', 'pad_small_map')
+BLOCK_CFG_KEYS = ('window_size', 'shift', 'ffn_ratio', 'drop_path', 'pad_small_map', 'norm_cfg', 'with_cp',
+                  'attn_cfgs', 'ffn_cfgs')
+# ``attn_cfgs`` (its ``WindowMSA``'s arguments) and ``ffn_cfgs`` (mmcv ``FFN``'s), mapped to BOATSwinBlock's.
+ATTN_CFG_KEYS = {'qkv_bias': 'qkv_bias', 'qk_scale': 'qk_scale', 'attn_drop': 'attn_drop', 'proj_drop': 'proj_drop'}
+FFN_CFG_KEYS = {'feedforward_channels': 'mlp_hidden_dims', 'ffn_drop': 'ffn_drop', 'act_cfg': 'act_cfg'}
+BLOCK_CFG_RENAMES = {'ffn_ratio': 'mlp_ratio'}
+# The stage settings every block of the stage inherits unless its own block_cfgs says otherwise.
+STAGE_SETTINGS_FOR_BLOCKS = ('window_size', 'with_cp', 'pad_small_map')
+
+
+def resolve_swin_stages(class_name: str, stage_cfgs, depths: Sequence[int], stage_defaults: Mapping[str, Any],
+                        block_defaults: Mapping[str, Any], drop_paths: Sequence[Sequence[float]]):
+    """Every block's settings and every stage's ``downsample_cfg`` from mmpretrain's ``stage_cfgs``.
+
+    ``stage_defaults`` (window_size, with_cp, pad_small_map) and ``block_defaults`` (BOATSwinBlock's other
+    arguments) come from the backbone's own arguments; ``stage_cfgs`` (a dict for every stage or one per stage)
+    overrides them per stage, its ``block_cfgs`` (a dict for every block of the stage or one per block) per
+    block, later settings winning as in mmpretrain's ``SwinTransformer``. Blocks alternate ``shift`` from
+    False, as there. Returns (a list per stage of block dicts, a list per stage of ``downsample_cfg`` dicts)."""
+    stages, downsample_cfgs = [], []
+    for stage, stage_cfg in enumerate(per_item(class_name, 'stage_cfgs', stage_cfgs, len(depths))):
+        check_keys(class_name, f'stage_cfgs[{stage}]', stage_cfg, STAGE_CFG_KEYS)
+        settings = {**stage_defaults, **{k: stage_cfg[k] for k in STAGE_SETTINGS_FOR_BLOCKS if k in stage_cfg}}
+        stage_drop_paths = stage_cfg.get('drop_paths', drop_paths[stage])
+        if not isinstance(stage_drop_paths, Sequence):
+            stage_drop_paths = [stage_drop_paths] * depths[stage]
+        blocks = []
+        block_cfgs = per_item(class_name, f'stage_cfgs[{stage}].block_cfgs', stage_cfg.get('block_cfgs'),
+                              depths[stage])
+        for index, block_cfg in enumerate(block_cfgs):
+            where = f'stage_cfgs[{stage}].block_cfgs[{index}]'
+            check_keys(class_name, where, block_cfg, BLOCK_CFG_KEYS)
+            block = {**block_defaults, **settings, 'shift': index % 2 == 1, 'drop_path': stage_drop_paths[index]}
+            for name, mapping in (('attn_cfgs', ATTN_CFG_KEYS), ('ffn_cfgs', FFN_CFG_KEYS)):
+                nested = dict(block_cfg.pop(name, None) or {})
+                check_keys(class_name, f'{where}.{name}', nested, tuple(mapping))
+                block.update({mapping[k]: v for k, v in nested.items()})
+            block.update({BLOCK_CFG_RENAMES.get(k, k): v for k, v in block_cfg.items()})
+            refuse_unless(isinstance(block['window_size'], int) and block['window_size'] >= 1, class_name,
+                          'window_size', block['window_size'], 'a positive int (released: 7)')
+            check_rate(class_name, f'{where} drop_path', block['drop_path'])
+            blocks.append(block)
+        stages.append(blocks)
+        downsample_cfgs.append(dict(stage_cfg.get('downsample_cfg') or {}))
+    return stages, downsample_cfgs
+
+
+# mmpretrain's ``patch_cfg`` (mmcv ``PatchEmbed``'s arguments) and ``downsample_cfg`` (``PatchMerging``'s): the
+# sampler settings are honoured; the channels and the convolution type may only repeat the backbone's.
+PATCH_CFG_SETTINGS = ('kernel_size', 'stride', 'padding', 'dilation', 'bias', 'norm_cfg')
+PATCH_CFG_RENAMES = {'kernel_size': 'patch_size'}
+PATCH_CONV_TYPE = 'Conv2d'
+PATCH_CFG_KEYS = PATCH_CFG_SETTINGS + ('input_size', 'in_channels', 'embed_dims', 'conv_type')
+DOWNSAMPLE_CFG_KEYS = ('kernel_size', 'stride', 'padding', 'dilation', 'bias', 'norm_cfg', 'in_channels',
+                       'out_channels')

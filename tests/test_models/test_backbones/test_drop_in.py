@@ -158,6 +158,21 @@ def test_stock_mmdet_swin_config_with_boat_trains_one_step_on_demo_data(tmp_path
     _train_one_step(cfg)
 
 
+def test_stock_mmpretrain_swin_config_with_boat_trains_one_step_on_demo_data(tmp_path):
+    """mmpretrain's 384-pixel Swin-B config (windows of 12 through ``stage_cfgs``), type swapped alone, trains a
+    step on ImageNet-style demo folders at the config's own 384 crop."""
+    from boat_mm.testing.demo_data import make_imagenet
+    make_imagenet(str(tmp_path / 'imagenet'), num_train=2, num_val=1, size=96)
+    cfg = swapped_config(tmp_path, 'mmpretrain::swin_transformer/swin-base_16xb64_in1k-384px.py')
+    loader = cfg.train_dataloader
+    loader.num_workers, loader.persistent_workers, loader.batch_size = 0, False, 2
+    loader.dataset.data_root = str(tmp_path / 'imagenet')
+    loader.dataset.pop('split', None)
+    loader.dataset.update(ann_file='meta/train.txt', data_prefix='train')
+    cfg.model.train_cfg = None  # Mixup / CutMix need more than 2 images of distinct classes to mean anything
+    _train_one_step(cfg)
+
+
 # --- the official CSWin names ---------------------------------------------------------------------
 
 # The backbone of the official CSWin / BOAT-CSWin UperNet configs (segmentation/configs/cswin/*.py).
@@ -206,18 +221,22 @@ def test_cswin_upernet_config_swaps_by_type_alone(tmp_path):
 # --- what is refused, and why ---------------------------------------------------------------------
 
 @pytest.mark.parametrize('kwargs, match', [
-    (dict(use_abs_pos_embed=True), r"use_abs_pos_embed=True is not supported; BOAT-Swin has no absolute position"),
-    (dict(strides=(4, 2, 2, 1)), r"strides=\(4, 2, 2, 1\) is not supported; .*strides=\(4, 2, 2, 2\)"),
-    (dict(patch_size=2, strides=(4, 2, 2, 2)), r"strides=\(4, 2, 2, 2\) is not supported; .*strides=\(2, 2, 2, 2\)"),
-    (dict(act_cfg=dict(type='ReLU')), r"act_cfg=\{'type': 'ReLU'\} is not supported; only dict\(type='GELU'\)"),
-    (dict(norm_cfg=dict(type='BN')), r"norm_cfg=\{'type': 'BN'\} is not supported; only dict\(type='LN'\)"),
-    (dict(norm_cfg=dict(type='LN', eps=1e-6)), r"norm_cfg=.* is not supported; only dict\(type='LN'\)"),
-    (dict(stage_cfgs=dict(block_cfgs=dict(ffn_cfgs=dict(act_cfg=dict(type='ReLU'))))),
-     r"stage_cfgs=.* is not supported; block 0 of stage 0 sets \['ffn_cfgs'\]; BOAT-Swin honours \['window_size'\]"),
-    (dict(stage_cfgs=dict(downsample_cfg=dict())),
-     r"stage_cfgs=.* is not supported; stage 0 sets \['downsample_cfg'\]"),
+    (dict(patch_size=2, strides=(4, 2, 2, 2)), r"strides=\(4, 2, 2, 2\) is not supported; strides\[0\] must equal "
+                                               r"patch_size=2"),
+    (dict(strides=(4, 2)), r"strides=\(4, 2\) is not supported; one stride per stage \(4\)"),
+    (dict(strides=(4, -1, 2, 2)), r"stage 0 patch merging stride=-1 is not supported; an int >= 1"),
+    (dict(stage_cfgs=dict(depth=3)), r"stage_cfgs\[0\]=\{'depth': 3\} is not supported; it sets \['depth'\]"),
+    (dict(stage_cfgs=dict(block_cfgs=dict(ffn_cfgs=dict(num_fcs=3)))),
+     r"block_cfgs\[0\].ffn_cfgs=.* is not supported; it sets \['num_fcs'\]"),
+    (dict(stage_cfgs=dict(downsample_cfg=dict(out_channels=7))),
+     r"downsample_cfg\['out_channels'\]=7 is not supported; it must equal the backbone's 192"),
     (dict(stage_cfgs=[dict(), dict()]), r'stage_cfgs=.* is not supported; one dict for all, or a sequence of 4'),
-    (dict(patch_cfg=dict(padding='same')), r'patch_cfg=.* is not supported; BOAT blocks and the patch embedding'),
+    (dict(patch_cfg=dict(padding='middle')), r"patch_cfg padding='middle' is not supported; one of \('corner', "
+                                             r"'same'\)"),
+    (dict(patch_cfg=dict(conv_type='Conv3d')), r"patch_cfg\['conv_type'\]='Conv3d' is not supported"),
+    (dict(interpolate_mode='cubic'), r"interpolate_mode='cubic' is not supported; one of"),
+    (dict(use_abs_pos_embed=True, img_size=224, pretrain_img_size=448), r'pretrain_img_size=448 is not supported; '
+                                                                        r'give one pretraining size'),
     (dict(arch='tiny', embed_dims=128), r"arch='tiny' has embed_dims=96, but embed_dims=128 was also given"),
     (dict(arch='base', depths=[2, 2, 6, 2]), r"arch='base' has depths=\(2, 2, 18, 2\), but depths=\(2, 2, 6, 2\)"),
     (dict(pretrained='a.pth', init_cfg=dict(type='Pretrained', checkpoint='b.pth')),
@@ -263,14 +282,15 @@ def test_mmpretrain_stage_cfgs_set_the_window_of_every_block():
         assert [o.shape[1] for o in mixed(x)] == [16, 32]
 
 
-def test_accepted_stock_arguments_change_nothing():
+def test_stock_defaults_written_out_change_nothing():
+    """The stock Swins' defaults, written out in a config, build the model the defaults build."""
     torch.manual_seed(0)
     plain = BOATSwinTransformer(arch='tiny')
     torch.manual_seed(0)
-    stock = BOATSwinTransformer(pretrain_img_size=384, img_size=384, interpolate_mode='bilinear', pad_small_map=True,
+    stock = BOATSwinTransformer(pretrain_img_size=384, img_size=384, interpolate_mode='bilinear', pad_small_map=False,
                                 embed_dims=96, depths=[2, 2, 6, 2], num_heads=[3, 6, 12, 24], strides=(4, 2, 2, 2),
                                 patch_norm=True, use_abs_pos_embed=False, act_cfg=dict(type='GELU'),
-                                norm_cfg=dict(type='LN', requires_grad=True), out_after_downsample=False,
+                                norm_cfg=dict(type='LN'), out_after_downsample=False,
                                 stage_cfgs=dict(), patch_cfg=dict())
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():

@@ -12,28 +12,58 @@ from boat_mm.registry import toolbox_models
 
 TINY = dict(embed_dims=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4), window_size=4)
 TINY_PRETRAIN = dict(arch=dict(embed_dims=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4)), window_size=4)
-# Per toolbox: stock argument sets a config would use (defaults, and the ones BOAT refused before issue 40).
+# Input sizes: every map a multiple of the window (no pads), and one where every stage pads and the last map
+# (4x3) is smaller than the window.
+SQUARE, PADDED = (256, 256), (120, 88)
+LN_EPS = dict(type='LN', eps=1e-6)
+# Per toolbox: stock argument sets a config would use (defaults, and the ones BOAT refused before issue 40),
+# each with the input size it runs at (mmdet's / mmseg's absolute position embedding only at its pretraining
+# size).
 CASES = {
-    'mmdet': [dict(), dict(patch_norm=False), dict(out_indices=(1, 3)), dict(frozen_stages=1)],
-    'mmseg': [dict(), dict(patch_norm=False), dict(drop_path_rate=0.2)],
-    'mmpretrain': [dict(), dict(out_after_downsample=True, out_indices=(0, 1, 2, 3)),
-                   dict(stage_cfgs=dict(block_cfgs=dict(window_size=2))),
-                   dict(stage_cfgs=[dict(window_size=2), dict(block_cfgs=[dict(window_size=8), dict()]), dict(),
-                                    dict()])],
+    'mmdet': [(dict(), SQUARE), (dict(), PADDED), (dict(patch_norm=False), SQUARE),
+              (dict(out_indices=(1, 3)), SQUARE), (dict(frozen_stages=1), SQUARE),
+              (dict(use_abs_pos_embed=True, pretrain_img_size=256, frozen_stages=0), SQUARE),
+              (dict(strides=(4, 2, 2, 2)), PADDED), (dict(strides=(4, 1, 2, 2)), PADDED),
+              (dict(strides=(4, 3, 2, 2)), SQUARE),
+              (dict(act_cfg=dict(type='ReLU'), norm_cfg=LN_EPS), PADDED)],
+    'mmseg': [(dict(), SQUARE), (dict(), PADDED), (dict(patch_norm=False), PADDED),
+              (dict(drop_path_rate=0.2), SQUARE),
+              (dict(use_abs_pos_embed=True, pretrain_img_size=(120, 88), frozen_stages=2), PADDED),
+              (dict(act_cfg=dict(type='GELU', approximate='tanh'), norm_cfg=LN_EPS, qkv_bias=False,
+                    mlp_ratio=2), SQUARE)],
+    'mmpretrain': [(dict(), SQUARE), (dict(out_after_downsample=True, out_indices=(0, 1, 2, 3)), SQUARE),
+                   (dict(stage_cfgs=dict(block_cfgs=dict(window_size=2))), SQUARE),
+                   (dict(stage_cfgs=[dict(window_size=2), dict(block_cfgs=[dict(window_size=8), dict()]), dict(),
+                                     dict()]), SQUARE),
+                   (dict(use_abs_pos_embed=True, img_size=256, frozen_stages=0), SQUARE),
+                   (dict(norm_cfg=None, out_indices=(2, 3)), SQUARE),
+                   (dict(pad_small_map=True), PADDED), (dict(pad_small_map=True, window_size=8), SQUARE),
+                   (dict(patch_cfg=dict(norm_cfg=None, kernel_size=5, padding='same', stride=4), pad_small_map=True),
+                    PADDED),
+                   (dict(patch_cfg=dict(norm_cfg=LN_EPS, input_size=128), use_abs_pos_embed=True,
+                         interpolate_mode='bilinear'), (128, 128)),
+                   (dict(stage_cfgs=dict(downsample_cfg=dict(kernel_size=3, stride=2, norm_cfg=None, bias=True),
+                                         with_cp=True),
+                         pad_small_map=True), PADDED),
+                   (dict(stage_cfgs=[dict(block_cfgs=dict(ffn_ratio=2, norm_cfg=LN_EPS,
+                                                          attn_cfgs=dict(qkv_bias=False, qk_scale=0.5),
+                                                          ffn_cfgs=dict(act_cfg=dict(type='ReLU')))),
+                                     dict(block_cfgs=[dict(shift=True), dict(shift=False)]),
+                                     dict(drop_paths=0.3, pad_small_map=True), dict()]), SQUARE)],
 }
 # Stock values both refuse (the stock asserts; BOAT names the argument).
 REFUSED = {
-    'mmdet': [dict(pretrain_img_size=(224, 224, 224))],
-    'mmseg': [dict(pretrain_img_size=(224, 224, 224))],
-    'mmpretrain': [],
+    'mmdet': [dict(pretrain_img_size=(224, 224, 224)), dict(strides=(2, 2, 2, 2))],
+    'mmseg': [dict(pretrain_img_size=(224, 224, 224)), dict(strides=(8, 2, 2, 2))],
+    'mmpretrain': [dict(patch_cfg=dict(padding='middle'))],
 }
 
 
 def _build(scope, **kwargs):
     init_default_scope(scope)
     arch = TINY_PRETRAIN if scope == 'mmpretrain' else TINY
-    stock = toolbox_models(scope).build(dict(type='SwinTransformer', **arch, **kwargs))
-    ours = toolbox_models(scope).build(dict(type='BOATSwinTransformer', **arch, fsla_stages=(), **kwargs))
+    stock = toolbox_models(scope).build(dict(type='SwinTransformer', **{**arch, **kwargs}))
+    ours = toolbox_models(scope).build(dict(type='BOATSwinTransformer', **{**arch, **kwargs}, fsla_stages=()))
     assert type(ours) is BOATSwinTransformer and type(stock).__module__.startswith(scope)
     return stock, ours
 
@@ -46,9 +76,10 @@ def _randomised(module, seed):
     return module
 
 
-@pytest.mark.parametrize('scope, kwargs', [(s, k) for s, cases in CASES.items() for k in cases],
-                         ids=lambda v: v if isinstance(v, str) else ','.join(sorted(v)) or 'defaults')
-def test_stock_and_boat_swin_give_the_same_stages(scope, kwargs):
+@pytest.mark.parametrize('scope, kwargs, size', [(s, k, size) for s, cases in CASES.items() for k, size in cases],
+                         ids=lambda v: v if isinstance(v, str) else 'x'.join(map(str, v)) if isinstance(v, tuple)
+                         else ','.join(sorted(v)) or 'defaults')
+def test_stock_and_boat_swin_give_the_same_stages(scope, kwargs, size):
     stock, ours = _build(scope, **kwargs)
     _randomised(stock, seed=0)
     assert ours.out_indices == tuple(stock.out_indices)
@@ -56,7 +87,7 @@ def test_stock_and_boat_swin_give_the_same_stages(scope, kwargs):
     ours.load_state_dict(backbone_state_dict(convert_state_dict(state)), strict=True)
     stock.double().eval()
     ours.double().eval()
-    x = torch.randn(2, 3, 256, 256, dtype=torch.float64)  # every map a multiple of the window: no pads
+    x = torch.randn(2, 3, *size, dtype=torch.float64)
     with torch.no_grad():
         expected, got = stock(x), ours(x)
     assert len(got) == len(expected)
@@ -78,3 +109,82 @@ def test_what_the_stock_swin_refuses_boat_refuses(scope, kwargs):
     init_default_scope(scope)
     with pytest.raises(ValueError, match=next(iter(kwargs))):
         toolbox_models(scope).build(dict(type='BOATSwinTransformer', **TINY, fsla_stages=(), **kwargs))
+
+
+def _loaded_pair(scope, **kwargs):
+    stock, ours = _build(scope, **kwargs)
+    _randomised(stock, seed=1)
+    state = {f'backbone.{k}': v for k, v in stock.state_dict().items()}
+    ours.load_state_dict(backbone_state_dict(convert_state_dict(state)), strict=True)
+    for model in (stock, ours):  # the stock train() returns None: no chaining
+        model.double()
+        model.eval()
+    return stock, ours
+
+
+def test_position_embedding_is_resized_as_mmpretrain_resizes_it():
+    """At an input other than ``img_size`` the embedding is interpolated with ``interpolate_mode``; mmpretrain
+    interpolates in float32, so float64 agreement is to float32's resolution."""
+    stock, ours = _loaded_pair('mmpretrain', use_abs_pos_embed=True, img_size=128, interpolate_mode='bicubic')
+    x = torch.randn(1, 3, 160, 128, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x)[0], stock(x)[0], rtol=1e-5, atol=1e-5)
+
+
+def test_position_embedding_of_a_stock_checkpoint_is_resized_on_load(tmp_path):
+    """A stock mmpretrain checkpoint whose embedding is over another grid (pretrained at 128, fine-tuned at 256)
+    loads through ``init_cfg`` resized as mmpretrain's own load hook resizes it."""
+    source, _ = _build('mmpretrain', use_abs_pos_embed=True, img_size=128)
+    _randomised(source, seed=2)
+    path = tmp_path / 'swin_128.pth'
+    torch.save(dict(state_dict={f'backbone.{k}': v for k, v in source.state_dict().items()}), path)
+    stock, ours = _build('mmpretrain', use_abs_pos_embed=True, img_size=256)
+    stock.load_state_dict(source.state_dict())
+    ours.init_cfg = dict(type='Pretrained', checkpoint=str(path), prefix='backbone.')
+    ours.init_weights()
+    assert ours.absolute_pos_embed.shape == stock.absolute_pos_embed.shape == (1, 64 * 64, 16)
+    torch.testing.assert_close(ours.absolute_pos_embed, stock.absolute_pos_embed, rtol=1e-6, atol=1e-6)
+
+
+def test_mmdet_position_embedding_at_another_size_is_resized_where_the_stock_fails():
+    """mmdet's / mmseg's Swin add the embedding as it is, so any other input size fails there; BOAT resizes it
+    (bicubic, mmpretrain's way) and equals the stock at the pretraining size."""
+    stock, ours = _loaded_pair('mmdet', use_abs_pos_embed=True, pretrain_img_size=128)
+    x = torch.randn(1, 3, 160, 96, dtype=torch.float64)
+    with pytest.raises(RuntimeError):
+        stock(x)
+    with torch.no_grad():
+        assert [o.shape[-2:] for o in ours(x)] == [(40, 24), (20, 12), (10, 6), (5, 3)]
+
+
+def test_maps_smaller_than_the_window_run_where_mmpretrain_refuses():
+    """mmpretrain's ``pad_small_map=False`` refuses a map smaller than the window at the forward; BOAT pads it
+    and does not shift it (a map exactly one window is not shifted in both)."""
+    stock, ours = _loaded_pair('mmpretrain')
+    x = torch.randn(1, 3, 96, 96, dtype=torch.float64)  # last map 3x3 < window 4
+    with pytest.raises(AssertionError, match='pad_small_map'):
+        stock(x)
+    with torch.no_grad():
+        assert ours(x)[0].shape == (1, 128, 3, 3)
+    x = torch.randn(1, 3, 128, 128, dtype=torch.float64)  # last map 4x4 = the window: neither shifts
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x)[0], stock(x)[0], rtol=1e-10, atol=1e-10)
+
+
+def test_mask_padding_keeps_padded_tokens_out_of_the_window_attention():
+    """``mask_padding=True``: a real token attends only to real tokens of its window, so a 5x5 map in a 7x7
+    window is attention over its 25 tokens with their relative position biases."""
+    from boat_mm.models.backbones.boat_swin import BOATSwinBlock
+    torch.manual_seed(0)
+    block = BOATSwinBlock(8, 2, window_size=7, shift=False, use_fsla=False, mask_padding=True).double().eval()
+    x = torch.randn(2, 25, 8, dtype=torch.float64)
+    attn = block.attn
+    real = (torch.arange(5)[:, None] * 7 + torch.arange(5)[None, :]).flatten()  # the 5x5 corner of the window
+    q, k, v = attn.qkv(x).view(2, 25, 3, 2, 4).permute(2, 0, 3, 1, 4)
+    bias = attn.relative_position_bias_table[attn.relative_position_index[real][:, real]].permute(2, 0, 1)
+    expected = ((q * attn.scale) @ k.transpose(-2, -1) + bias).softmax(-1) @ v
+    expected = attn.proj(expected.transpose(1, 2).reshape(2, 25, 8))
+    with torch.no_grad():
+        torch.testing.assert_close(block.image_attention(x, (5, 5)), expected, rtol=1e-12, atol=1e-12)
+        block.mask_padding = False  # the stock way: the 24 padded (zero) tokens are keys too
+        assert (block.image_attention(x, (5, 5)) - expected).abs().max() > 1e-3
