@@ -32,7 +32,7 @@ from ..utils.ckpt_convert import (
 )
 from ..utils.toolbox_args import building_scope, check_in_channels, resolve_fsla_cfg, resolve_fsla_stages
 
-__all__ = ['BOATBackbone', 'BilateralBlock', 'default_out_indices', 'stages_frozen_by']
+__all__ = ['BOATBackbone', 'BilateralBlock', 'default_out_indices', 'stages_frozen_by', 'build_branch_dropout']
 
 # The stock Swins' absolute position embedding (use_abs_pos_embed=True), resized on load like the window tables.
 POSITION_EMBEDDING_KEY = 'absolute_pos_embed'
@@ -170,13 +170,18 @@ class BOATBackbone(BaseModule):
         return tuple(outs)
 
     def init_weights(self):
-        """Fresh initialisation, then the ``init_cfg``. A Pretrained checkpoint goes through
+        """Fresh initialisation, then the ``init_cfg`` of every submodule that has one (mmpretrain's
+        ``stage_cfgs`` / ``block_cfgs`` / ``patch_cfg`` ``init_cfg``), then the backbone's own ``init_cfg``.
+        A Pretrained checkpoint goes through
         ``boat_mm.models.utils.ckpt_convert.pretrained_backbone_weights``: ours loads as is (after
         ``prefix``), an upstream
         layout (official Swin / CSWin, released BOAT, OpenMMLab Swin, e.g. the checkpoints that stock
         mmdet / mmseg Swin configs name) is converted first; what it lacks keeps its fresh initialisation
         and is listed in the log."""
         self._init_fresh_weights()
+        for module in self.modules():  # parents before children, as mmengine initialises BaseModules
+            if module is not self and getattr(module, 'init_cfg', None):
+                initialize(module, module.init_cfg)
         if self.init_cfg is None:
             return
         init_cfgs = self.init_cfg if isinstance(self.init_cfg, list) else [self.init_cfg]
@@ -284,6 +289,17 @@ class BOATBackbone(BaseModule):
         return self
 
 
+def build_branch_dropout(cfg: Optional[dict]) -> Optional[nn.Module]:
+    """The module an mmcv ``dropout_layer`` config builds (None: none): our ``DropPath`` for ``DropPath``,
+    mmcv's ``build_dropout`` for the others."""
+    if cfg is None:
+        return None
+    if cfg.get('type') == 'DropPath':
+        return DropPath(cfg.get('drop_prob', 0.0))
+    from mmcv.cnn.bricks.drop import build_dropout
+    return build_dropout(dict(cfg))
+
+
 class BilateralBlock(nn.Module, metaclass=ABCMeta):
     """A BOAT block: image-space attention (subclasses: Swin windows, CSWin stripes), then the optional
     feature-space local attention with its own LayerNorm (``norm_fsla``), then the MLP (``norm2``); pre-norm
@@ -306,6 +322,12 @@ class BilateralBlock(nn.Module, metaclass=ABCMeta):
             of ``mlp_ratio``; ffn_drop: the MLP's dropout where it differs from ``drop`` (None: ``drop``).
         norm_cfg: the block's norms (``norm1``, ``norm_fsla``, ``norm2``; None: LayerNorm); act_cfg: the MLP
             activation (None: GELU).
+        attention_dropout_layer, mlp_dropout_layer: mmcv dropout configs (``DropPath`` / ``Dropout`` with a
+            ``drop_prob``) ending the image-attention / MLP branch instead of ``drop_path`` (mmpretrain's
+            ``attn_cfgs`` / ``ffn_cfgs`` ``dropout_layer``); mlp_residual: False drops the MLP's residual, the block
+            returning the MLP branch alone (mmcv ``FFN``'s ``add_identity=False``); mlp_num_fcs,
+            mlp_layer_scale: the MLP's Linear count and layer-scale start (``Mlp``'s ``num_fcs``,
+            ``layer_scale_init_value``).
         drop_path: stochastic depth of this block; with_cp: gradient checkpointing.
         image_attention_cfg: the subclass's own settings, passed to ``_build_image_attention``.
     """
@@ -315,7 +337,9 @@ class BilateralBlock(nn.Module, metaclass=ABCMeta):
                  qkv_bias: bool = True, attn_drop: float = 0.0, fsla_proj_drop: float = 0.0,
                  mlp_ratio: float = 4.0, drop: float = 0.0, drop_path: float = 0.0, with_cp: bool = False,
                  image_attention_cfg: Optional[dict] = None, mlp_hidden_dims: Optional[int] = None,
-                 ffn_drop: Optional[float] = None, norm_cfg: Optional[dict] = None, act_cfg: Optional[dict] = None):
+                 ffn_drop: Optional[float] = None, norm_cfg: Optional[dict] = None, act_cfg: Optional[dict] = None,
+                 attention_dropout_layer: Optional[dict] = None, mlp_dropout_layer: Optional[dict] = None,
+                 mlp_residual: bool = True, mlp_num_fcs: int = 2, mlp_layer_scale: float = 0.0):
         super().__init__()
         self.with_cp = with_cp
         norm_cfg = LAYER_NORM_CFG if norm_cfg is None else norm_cfg
@@ -329,9 +353,14 @@ class BilateralBlock(nn.Module, metaclass=ABCMeta):
         else:
             self.fsla = None
         self.drop_path = DropPath(drop_path)
+        # mmpretrain's attn_cfgs / ffn_cfgs ``dropout_layer``: another stochastic depth (or dropout) for one branch
+        self.attention_dropout = build_branch_dropout(attention_dropout_layer)
+        self.mlp_dropout = build_branch_dropout(mlp_dropout_layer)
+        self.mlp_residual = mlp_residual
         self.norm2 = build_token_norm(norm_cfg, embed_dims)
         hidden_dims = int(embed_dims * mlp_ratio) if mlp_hidden_dims is None else mlp_hidden_dims
-        self.mlp = Mlp(embed_dims, hidden_dims, drop if ffn_drop is None else ffn_drop, act_cfg)
+        self.mlp = Mlp(embed_dims, hidden_dims, drop if ffn_drop is None else ffn_drop, act_cfg, mlp_num_fcs,
+                       mlp_layer_scale)
 
     @abstractmethod
     def _build_image_attention(self, *, embed_dims: int, num_heads: int, qkv_bias: bool, attn_drop: float,
@@ -343,11 +372,12 @@ class BilateralBlock(nn.Module, metaclass=ABCMeta):
         """(B, N, C) normalised tokens of an (H, W) map -> (B, N, C), before the residual."""
 
     def _forward(self, x: torch.Tensor, hw_shape: Tuple[int, int]) -> torch.Tensor:
-        x = x + self.drop_path(self.image_attention(self.norm1(x), hw_shape))
+        x = x + (self.attention_dropout or self.drop_path)(self.image_attention(self.norm1(x), hw_shape))
         if self.fsla is not None:
             fsla = self.fsla(self.norm_fsla(x), hw_shape)
             x = x + (self.drop_path(fsla) if self.fsla_under_drop_path else fsla)
-        return x + self.drop_path(self.mlp(self.norm2(x)))
+        mlp = (self.mlp_dropout or self.drop_path)(self.mlp(self.norm2(x)))
+        return x + mlp if self.mlp_residual else mlp
 
     def forward(self, x: torch.Tensor, hw_shape: Tuple[int, int]) -> torch.Tensor:
         if not (self.with_cp and x.requires_grad):

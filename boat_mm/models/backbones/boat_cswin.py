@@ -13,6 +13,7 @@ The released BOAT-CSWin models computed FSLA with scale 1.0 (their code passed `
 ``qk_scale``); ``fsla_cfg=dict(qk_scale=1.0)`` (the default) reproduces that. Any input size works: stripes
 are padded to stripe multiples with the padded keys masked; the stem and merges are strided convolutions.
 """
+import warnings
 from typing import Optional, Sequence, Tuple
 
 import torch
@@ -33,7 +34,6 @@ from ..utils.toolbox_args import (
     check_rate,
     init_cfg_from_pretrained,
     merge_alias,
-    refuse_unless,
     resolve_arch,
 )
 from .base_backbone import BilateralBlock, BOATBackbone
@@ -205,8 +205,8 @@ class BOATCSWinTransformer(BOATBackbone):
     drop_path_rate, use_chk)``) are accepted too, so its UperNet configs swap by changing ``type`` alone:
     ``in_chans``, ``embed_dim``, ``depth``, ``split_size`` (a list, or one int for every stage) and
     ``use_chk`` are aliases of ``in_channels``, ``embed_dims``, ``depths``, ``split_sizes``, ``with_cp``;
-    ``img_size`` changes nothing (it only sized the official stem's reshape); ``patch_size`` must be 4,
-    the stride of the 7x7 stem convolution (the official code ignores it).
+    ``img_size`` changes nothing (it only sized the official stem's reshape), nor does ``patch_size``, which
+    the official code ignores too (the stem is a 7x7 convolution of stride 4): a value other than 4 warns.
     """
     arch_zoo = {
         **dict.fromkeys(['t', 'tiny'], dict(embed_dims=64, depths=(1, 2, 21, 1), num_heads=(2, 4, 8, 16),
@@ -241,9 +241,9 @@ class BOATCSWinTransformer(BOATBackbone):
                  cluster_size=UNSET, overlap=UNSET, kmeans_iters=UNSET, temperature=UNSET, fsla_qk_scale=UNSET):
         name = type(self).__name__
         super().__init__(init_cfg=init_cfg_from_pretrained(name, pretrained, init_cfg))
-        refuse_unless(patch_size == STEM_STRIDE, name, 'patch_size', patch_size,
-                      f'the stem is a {STEM_KERNEL}x{STEM_KERNEL} convolution of stride {STEM_STRIDE} '
-                      f'(patch_size={STEM_STRIDE})')
+        if patch_size != STEM_STRIDE:  # accepted as the official CSWin accepts it (its default is 16), and said
+            warnings.warn(f'{name}: patch_size={patch_size!r} changes nothing, as in the official CSWin: the stem '
+                          f'is a {STEM_KERNEL}x{STEM_KERNEL} convolution of stride {STEM_STRIDE}', stacklevel=2)
         in_channels = merge_alias(name, 'in_channels', in_channels, 'in_chans', in_chans)
         in_channels = DEFAULT_IN_CHANNELS if in_channels is None else in_channels
         with_cp = bool(merge_alias(name, 'with_cp', with_cp, 'use_chk', use_chk))

@@ -47,7 +47,7 @@ from ..utils.toolbox_args import (
     PATCH_CFG_KEYS,
     PATCH_CFG_RENAMES,
     PATCH_CFG_SETTINGS,
-    PATCH_CONV_TYPE,
+    PATCH_CONV_TYPES,
     UNSET,
     building_scope,
     builds_like_mmpretrain,
@@ -175,33 +175,40 @@ class BOATSwinBlock(BilateralBlock):
     """One BOAT-Swin block: (shifted) window attention, optional FSLA (not under drop path, as released),
     MLP; pre-norm residuals. Arguments of ``BilateralBlock`` (FSLA's output dropout is ``drop``), and:
 
-    - ``shift``: shifted windows (half a window); ``pad_small_map``: shift a map no larger than one window too
-      (mmdet's / mmseg's Swin always do, mmpretrain's with ``pad_small_map=True``); otherwise such a map is not
-      shifted, as in the released models, whose last stage at 224 is exactly one window;
+    - ``shift``: shifted windows (by half a window, or ``shift_size``); ``pad_small_map``: shift a map no
+      larger than one window too (mmdet's / mmseg's Swin always do, mmpretrain's with ``pad_small_map=True``);
+      otherwise such a map is not shifted, as in the released models, whose last stage at 224 is one window;
     - ``mask_padding``: padded tokens (a map not a multiple of the window is zero-padded at the bottom / right)
       are masked as keys; otherwise real tokens attend to them, as in the toolboxes' Swin;
-    - ``proj_drop``: dropout after the window attention's projection (None: ``drop``).
+    - ``proj_drop``: dropout after the window attention's projection (None: ``drop``);
+    - ``init_cfg``, ``attention_init_cfg``, ``mlp_init_cfg``: mmengine init configs of the block, its window
+      attention and its MLP (mmpretrain's ``block_cfgs`` / ``attn_cfgs`` / ``ffn_cfgs`` ``init_cfg``).
     """
     fsla_under_drop_path = False
 
-    def __init__(self, embed_dims: int, num_heads: int, window_size: int, shift: bool, use_fsla: bool,
+    def __init__(self, embed_dims: int, num_heads: int, window_size: int, use_fsla: bool, shift: bool = False,
                  mlp_ratio: float = 4.0, qkv_bias: bool = True, drop: float = 0.0, attn_drop: float = 0.0,
                  drop_path: float = 0.0, fsla_cfg: Optional[dict] = None, with_cp: bool = False,
                  qk_scale: Optional[float] = None, pad_small_map: bool = False, mask_padding: bool = False,
-                 proj_drop: Optional[float] = None, **block_options):
+                 proj_drop: Optional[float] = None, shift_size: Optional[int] = None, init_cfg: Optional[dict] = None,
+                 attention_init_cfg: Optional[dict] = None, mlp_init_cfg: Optional[dict] = None, **block_options):
         super().__init__(embed_dims=embed_dims, num_heads=num_heads, use_fsla=use_fsla, fsla_cfg=fsla_cfg,
                          qkv_bias=qkv_bias, attn_drop=attn_drop, fsla_proj_drop=drop, mlp_ratio=mlp_ratio,
                          drop=drop, drop_path=drop_path, with_cp=with_cp,
-                         image_attention_cfg=dict(window_size=window_size, shift=shift, qk_scale=qk_scale,
+                         image_attention_cfg=dict(window_size=window_size, qk_scale=qk_scale,
+                                                  shift_size=(window_size // 2 if shift else 0)
+                                                  if shift_size is None else shift_size,
                                                   pad_small_map=pad_small_map, mask_padding=mask_padding,
                                                   proj_drop=proj_drop),
                          **block_options)
+        # mmpretrain's block_cfgs / attn_cfgs / ffn_cfgs init_cfg, applied by BOATBackbone.init_weights
+        self.init_cfg, self.attn.init_cfg, self.mlp.init_cfg = init_cfg, attention_init_cfg, mlp_init_cfg
 
     def _build_image_attention(self, *, embed_dims: int, num_heads: int, qkv_bias: bool, attn_drop: float,
-                               drop: float, window_size: int, shift: bool, qk_scale: Optional[float],
+                               drop: float, window_size: int, shift_size: int, qk_scale: Optional[float],
                                pad_small_map: bool, mask_padding: bool, proj_drop: Optional[float]) -> None:
         self.window_size = window_size
-        self.shift_size = window_size // 2 if shift else 0
+        self.shift_size = shift_size
         self.pad_small_map = pad_small_map
         self.mask_padding = mask_padding
         self.attn = WindowMSA(embed_dims, num_heads, window_size, qkv_bias, attn_drop,
@@ -279,8 +286,9 @@ class PatchMerging(PatchSampler):
 
     def __init__(self, embed_dims: int, out_dims: Optional[int] = None, kernel_size=PATCH_MERGING_STRIDE,
                  stride=None, padding='corner', dilation=1, bias: bool = False,
-                 norm_cfg: Optional[dict] = LAYER_NORM_CFG):
+                 norm_cfg: Optional[dict] = LAYER_NORM_CFG, init_cfg: Optional[dict] = None):
         super().__init__()
+        self.init_cfg = init_cfg
         self._setup_sampler(kernel_size, stride, padding, dilation)
         self.released_sampler = (self.kernel_size == self.stride == (PATCH_MERGING_STRIDE,) * 2
                                  and self.dilation == (1, 1) and self.padding_mode == 'corner')
@@ -313,8 +321,9 @@ class PatchEmbed(PatchSampler):
 
     def __init__(self, in_channels: int, embed_dims: int, patch_size: int = PATCH_SIZE, patch_norm: bool = True,
                  stride=None, padding='corner', dilation=1, bias: bool = True,
-                 norm_cfg: Optional[dict] = LAYER_NORM_CFG):
+                 norm_cfg: Optional[dict] = LAYER_NORM_CFG, init_cfg: Optional[dict] = None):
         super().__init__()
+        self.init_cfg = init_cfg
         self._setup_sampler(patch_size, stride, padding, dilation)
         self.proj = nn.Conv2d(in_channels, embed_dims, kernel_size=self.kernel_size, stride=self.stride,
                               padding=self.fixed_padding, dilation=self.dilation, bias=bias)
@@ -329,16 +338,17 @@ class PatchEmbed(PatchSampler):
 class BOATSwinStage(nn.Module):
     """Blocks of one resolution, then (except for the last stage) patch merging.
 
-    ``blocks``: one dict of ``BOATSwinBlock`` arguments per block (window, shift, drop path, ...); FSLA, with
+    ``blocks``: one dict of ``BOATSwinBlock`` arguments per block (heads, window, shift, drop path, ...); FSLA, with
     ``use_fsla``, in the odd-index blocks (the shifted ones unless ``stage_cfgs`` says otherwise), as released;
     ``downsample``: ``PatchMerging``'s arguments, or None for the last stage."""
 
-    def __init__(self, embed_dims: int, num_heads: int, blocks: Sequence[dict], use_fsla: bool,
-                 downsample: Optional[dict], output_after_downsample: bool = False, **shared_block_kwargs):
+    def __init__(self, embed_dims: int, blocks: Sequence[dict], use_fsla: bool, downsample: Optional[dict],
+                 output_after_downsample: bool = False, init_cfg: Optional[dict] = None, **shared_block_kwargs):
         super().__init__()
+        self.init_cfg = init_cfg
         self.output_after_downsample = output_after_downsample
         self.blocks = nn.ModuleList([
-            BOATSwinBlock(embed_dims, num_heads, use_fsla=use_fsla and i % 2 == 1, **block, **shared_block_kwargs)
+            BOATSwinBlock(embed_dims, use_fsla=use_fsla and i % 2 == 1, **block, **shared_block_kwargs)
             for i, block in enumerate(blocks)])
         self.downsample = None if downsample is None else PatchMerging(embed_dims, **downsample)
 
@@ -408,14 +418,19 @@ class BOATSwinTransformer(BOATBackbone):
         out_after_downsample: mmpretrain's: every stage but the last outputs its merged map (twice the
             channels, its output norm sized to them).
         stage_cfgs: mmpretrain's per-stage settings, one dict for every stage or one per stage:
-            ``window_size``, ``drop_paths``, ``with_cp``, ``pad_small_map``, ``downsample_cfg`` (the merging's
-            ``kernel_size``, ``stride``, ``padding``, ``dilation``, ``bias``, ``norm_cfg``) and ``block_cfgs``
-            (one dict for every block or one per block: ``window_size``, ``shift``, ``ffn_ratio``,
-            ``drop_path``, ``norm_cfg``, ``with_cp``, ``pad_small_map``, ``attn_cfgs`` with ``qkv_bias``,
-            ``qk_scale``, ``attn_drop``, ``proj_drop``, ``ffn_cfgs`` with ``feedforward_channels``,
-            ``ffn_drop``, ``act_cfg``); later settings win, as there (``toolbox_args.resolve_swin_stages``).
+            ``window_size``, ``num_heads``, ``drop_paths``, ``with_cp``, ``pad_small_map``, ``downsample``
+            (a merging after the stage; default: all but the last), ``init_cfg``, ``downsample_cfg`` (the
+            merging's ``kernel_size``, ``stride``, ``padding``, ``dilation``, ``bias``, ``norm_cfg``,
+            ``init_cfg``, ``out_channels``: the next stage's width) and ``block_cfgs`` (one dict for every block
+            or one per block: ``window_size``, ``shift``, ``num_heads``, ``ffn_ratio``, ``drop_path``,
+            ``norm_cfg``, ``with_cp``, ``pad_small_map``, ``init_cfg``, ``attn_cfgs`` with ``qkv_bias``,
+            ``qk_scale``, ``attn_drop``, ``proj_drop``, ``window_size``, ``shift_size``, ``pad_small_map``,
+            ``dropout_layer``, ``init_cfg``, and ``ffn_cfgs`` with ``feedforward_channels``, ``num_fcs``,
+            ``act_cfg``, ``ffn_drop``, ``dropout_layer``, ``add_identity``, ``layer_scale_init_value``,
+            ``init_cfg``); later settings win, as there (``toolbox_args.resolve_swin_stages``). Only a
+            ``window_msa`` other than Swin's ``WindowMSA`` (Swin-V2's attention: another model) is refused.
         patch_cfg: mmpretrain's patch embedding overrides: ``kernel_size``, ``stride``, ``padding`` ('corner',
-            'same' or ints), ``dilation``, ``bias``, ``norm_cfg``, ``input_size``.
+            'same' or ints), ``dilation``, ``bias``, ``norm_cfg``, ``init_cfg``, ``input_size``.
         pad_small_map: shift maps no larger than one window too (mmpretrain's True); None: the building
             toolbox's way, True under mmdet / mmseg (their Swin always shifts), False under mmpretrain and
             outside any toolbox (a one-window map is not shifted, as released). mmpretrain's False refuses a map
@@ -426,9 +441,9 @@ class BOATSwinTransformer(BOATBackbone):
     Where a stock class refuses a value (an image size of length 3, ``strides[0]`` other than ``patch_size``,
     an unknown padding mode), BOAT refuses it with a ``ValueError`` naming the argument; so it does bad values
     the stock classes let through (non-finite or non-positive FSLA settings, ``in_channels`` < 1, rates outside
-    [0, 1), non-positive windows, strides or kernels) and, at the first forward, a batch of zero images. Keys
-    of ``stage_cfgs`` / ``patch_cfg`` that would rebuild the architecture (widths, heads, depths, module
-    types) are refused, naming them.
+    [0, 1), non-positive windows, strides or kernels) and, at the first forward, a batch of zero images.
+    Widths or depths in ``stage_cfgs`` that contradict the architecture (the stock class fails on them) and
+    keys the stock stage / block / merging classes do not take are refused, naming them.
     """
     arch_zoo = {
         **dict.fromkeys(['t', 'tiny'], dict(embed_dims=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24))),
@@ -479,27 +494,15 @@ class BOATSwinTransformer(BOATBackbone):
         refuse_unless(isinstance(window_size, int) and window_size >= 1, name, 'window_size', window_size,
                       'a positive int (released: 7)')
         embed_dims = settings['embed_dims']
-        stage_dims = [embed_dims * 2 ** i for i in range(num_stages)]
-        # mmpretrain's out_after_downsample: every stage but the last outputs its merged (doubled) channels
-        self.out_after_downsample = out_after_downsample
-        self._setup_outputs(stage_dims[1:] + stage_dims[-1:] if out_after_downsample else stage_dims,
-                            out_indices, frozen_stages, norm_eval, in_channels)
-        self.convert_weights = convert_weights
-
         # norm_cfg: every norm under mmdet / mmseg; only the output norms under mmpretrain (None: none there)
         output_norm_cfg = LAYER_NORM_CFG if norm_cfg is UNSET else norm_cfg
         check_norm_cfg(name, output_norm_cfg)
         check_act_cfg(name, act_cfg)
         inner_norm_cfg = LAYER_NORM_CFG if like_mmpretrain else output_norm_cfg
-        self.patch_embed = self._build_patch_embed(in_channels, embed_dims, patch_size, strides, patch_norm,
-                                                   inner_norm_cfg, patch_cfg)
-        self._setup_position_embedding(use_abs_pos_embed, embed_dims, patch_size, pretrain_img_size, img_size,
-                                       patch_cfg, interpolate_mode, like_mmpretrain)
-        self.drop_after_pos = nn.Dropout(drop_rate)
         # mmpretrain's drop_rate is the dropout after the embedding only; mmdet's / mmseg's also in the blocks
         block_drop = 0.0 if like_mmpretrain else drop_rate
-        blocks, downsample_cfgs = resolve_swin_stages(
-            name, stage_cfgs, depths,
+        stages = resolve_swin_stages(
+            name, stage_cfgs, depths, num_heads, embed_dims,
             stage_defaults=dict(window_size=window_size, with_cp=with_cp,
                                 # mmdet's / mmseg's Swin shift every map; mmpretrain's and the released not
                                 # one no larger than a window
@@ -508,16 +511,27 @@ class BOATSwinTransformer(BOATBackbone):
             block_defaults=dict(mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, qk_scale=qk_scale, attn_drop=attn_drop_rate,
                                 proj_drop=block_drop, ffn_drop=block_drop, norm_cfg=inner_norm_cfg, act_cfg=act_cfg),
             drop_paths=self.drop_path_schedule(depths, drop_path_rate))
+        # mmpretrain's out_after_downsample: a stage outputs its merged map (the next stage's width)
+        self.out_after_downsample = out_after_downsample
+        self._setup_outputs([stage['out_dims' if out_after_downsample else 'dims'] for stage in stages],
+                            out_indices, frozen_stages, norm_eval, in_channels)
+        self.convert_weights = convert_weights
+
+        self.patch_embed = self._build_patch_embed(in_channels, embed_dims, patch_size, strides, patch_norm,
+                                                   inner_norm_cfg, patch_cfg)
+        self._setup_position_embedding(use_abs_pos_embed, embed_dims, patch_size, pretrain_img_size, img_size,
+                                       patch_cfg, interpolate_mode, like_mmpretrain)
+        self.drop_after_pos = nn.Dropout(drop_rate)
         self.stages = nn.ModuleList()
-        for i, heads in enumerate(num_heads):
+        for i, stage in enumerate(stages):
             downsample = None
-            if i < num_stages - 1:
-                downsample = self._merging_settings(stage_dims[i], i, strides, patch_norm, inner_norm_cfg,
-                                                    downsample_cfgs[i])
+            if stage['downsample_cfg'] is not None:
+                downsample = self._merging_settings(stage['dims'], stage['out_dims'], i, strides, patch_norm,
+                                                    inner_norm_cfg, stage['downsample_cfg'])
             self.stages.append(BOATSwinStage(
-                stage_dims[i], heads, blocks[i], use_fsla=i in self.fsla_stages, downsample=downsample,
+                stage['dims'], stage['blocks'], use_fsla=i in self.fsla_stages, downsample=downsample,
                 output_after_downsample=out_after_downsample, drop=drop_rate, fsla_cfg=self.fsla_cfg,
-                mask_padding=mask_padding))
+                mask_padding=mask_padding, init_cfg=stage['init_cfg']))
         self._add_output_norms(output_norm_cfg)
 
     def _build_patch_embed(self, in_channels: int, embed_dims: int, patch_size: int, strides, patch_norm: bool,
@@ -532,11 +546,12 @@ class BOATSwinTransformer(BOATBackbone):
             refuse_unless(to_pair(strides[0]) == to_pair(patch_size), name, 'strides', strides,
                           f'strides[0] must equal patch_size={patch_size}: a non-overlapping patch embedding')
         cfg = dict(patch_size=patch_size, stride=patch_size, padding='corner', dilation=1, bias=True,
-                   norm_cfg=norm_cfg if patch_norm else None)
+                   norm_cfg=norm_cfg if patch_norm else None, init_cfg=None)
         patch_cfg = dict(patch_cfg or {})
         check_keys(name, 'patch_cfg', patch_cfg, PATCH_CFG_KEYS)
-        check_overrides(name, 'patch_cfg', patch_cfg, dict(in_channels=in_channels, embed_dims=embed_dims,
-                                                           conv_type=PATCH_CONV_TYPE))
+        check_overrides(name, 'patch_cfg', patch_cfg, dict(in_channels=in_channels, embed_dims=embed_dims))
+        refuse_unless(patch_cfg.get('conv_type', PATCH_CONV_TYPES[0]) in PATCH_CONV_TYPES, name,
+                      "patch_cfg['conv_type']", patch_cfg.get('conv_type'), f'one of {PATCH_CONV_TYPES}')
         cfg.update({PATCH_CFG_RENAMES.get(k, k): v for k, v in patch_cfg.items() if k in PATCH_CFG_SETTINGS})
         _check_sampler(name, 'patch_cfg', cfg['patch_size'], cfg['stride'], cfg['padding'], cfg['dilation'])
         return PatchEmbed(in_channels, embed_dims, **cfg)
@@ -570,14 +585,14 @@ class BOATSwinTransformer(BOATBackbone):
         self.absolute_pos_embed = nn.Parameter(
             torch.zeros(1, self.position_grid[0] * self.position_grid[1], embed_dims))
 
-    def _merging_settings(self, dims: int, stage: int, strides, patch_norm: bool, norm_cfg: Optional[dict],
-                          downsample_cfg: dict) -> dict:
+    def _merging_settings(self, dims: int, out_dims: int, stage: int, strides, patch_norm: bool,
+                          norm_cfg: Optional[dict], downsample_cfg: dict) -> dict:
         """``PatchMerging``'s arguments after ``stage``: a 2x2 kernel with stride ``strides[stage + 1]`` (mmdet /
         mmseg; default 2), its norm unless ``patch_norm`` is False, and mmpretrain's ``downsample_cfg`` for the
         stage overriding any of them."""
         name = type(self).__name__
-        settings = dict(kernel_size=PATCH_MERGING_STRIDE, stride=None, padding='corner', dilation=1, bias=False,
-                        norm_cfg=norm_cfg if patch_norm else None)
+        settings = dict(out_dims=out_dims, kernel_size=PATCH_MERGING_STRIDE, stride=None, padding='corner',
+                        dilation=1, bias=False, norm_cfg=norm_cfg if patch_norm else None, init_cfg=None)
         if strides is not None:
             refuse_unless(len(strides) > stage + 1, name, 'strides', strides,
                           f'one stride per stage ({len(self.num_features)}): the patch embedding\'s, then each '
@@ -585,7 +600,6 @@ class BOATSwinTransformer(BOATBackbone):
             settings['stride'] = strides[stage + 1]
         where = f'stage_cfgs[{stage}].downsample_cfg'
         check_keys(name, where, downsample_cfg, DOWNSAMPLE_CFG_KEYS)
-        check_overrides(name, where, downsample_cfg, dict(in_channels=dims, out_channels=2 * dims))
         settings.update({k: v for k, v in downsample_cfg.items() if k in settings})
         _check_sampler(name, f'stage {stage} patch merging', settings['kernel_size'],
                        settings['stride'] or settings['kernel_size'], settings['padding'], settings['dilation'])

@@ -177,17 +177,27 @@ def resize_position_embedding(pos_embed: torch.Tensor, source_grid: Sequence[int
 
 class Mlp(nn.Module):
     """Transformer feed-forward network: fc1 -> activation (GELU unless ``act_cfg``) -> dropout -> fc2 ->
-    dropout."""
+    dropout, as mmcv's ``FFN`` with ``num_fcs=2``; more layers (``num_fcs``) put hidden-to-hidden Linears with
+    the same activation and dropout between fc1 and fc2, and ``layer_scale_init_value`` > 0 scales the output
+    per channel by a learned ``layer_scale`` starting at that value (mmcv's ``LayerScale``)."""
 
-    def __init__(self, embed_dims: int, hidden_dims: int, drop: float = 0.0, act_cfg: Optional[dict] = None):
+    def __init__(self, embed_dims: int, hidden_dims: int, drop: float = 0.0, act_cfg: Optional[dict] = None,
+                 num_fcs: int = 2, layer_scale_init_value: float = 0.0):
         super().__init__()
         self.fc1 = nn.Linear(embed_dims, hidden_dims)
         self.act = build_activation(act_cfg)
+        self.hidden_fcs = nn.ModuleList([nn.Linear(hidden_dims, hidden_dims) for _ in range(num_fcs - 2)])
         self.fc2 = nn.Linear(hidden_dims, embed_dims)
         self.drop = nn.Dropout(drop)
+        self.layer_scale = (nn.Parameter(torch.full((embed_dims,), float(layer_scale_init_value)))
+                            if layer_scale_init_value > 0 else None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+        x = self.drop(self.act(self.fc1(x)))
+        for fc in self.hidden_fcs:
+            x = self.drop(self.act(fc(x)))
+        x = self.drop(self.fc2(x))
+        return x if self.layer_scale is None else x * self.layer_scale
 
 
 def pad_to_multiple(x: torch.Tensor, multiple_h: int, multiple_w: int) -> Tuple[torch.Tensor, int, int]:

@@ -67,7 +67,10 @@ _RENAMES: Dict[str, List[Tuple[str, str]]] = {
         (r'^patch_embed\.projection\.', 'patch_embed.proj.'),
         (r'\.attn\.w_msa\.', '.attn.'),
         (r'\.ffn\.layers\.0\.0\.', '.mlp.fc1.'),
-        (r'\.ffn\.layers\.1\.', '.mlp.fc2.'),
+        # mmcv FFN with num_fcs > 2: the Linears between fc1 and the last one
+        (r'\.ffn\.layers\.(\d+)\.0\.', lambda m: f'.mlp.hidden_fcs.{int(m.group(1)) - 1}.'),
+        (r'\.ffn\.layers\.\d+\.(weight|bias)$', r'.mlp.fc2.\1'),
+        (r'\.ffn\.gamma2\.weight$', '.mlp.layer_scale'),  # mmcv FFN's layer_scale_init_value > 0
         (r'^norm\.', 'norm3.'),  # an official classifier norm some converters leave as it was
     ],
 }
@@ -120,19 +123,20 @@ def _unfold_to_concat_order(tensor: torch.Tensor, kernel: int = 2) -> torch.Tens
     return by_position.permute(*range(len(lead)), -1, -2, -3).reshape(*lead, kernel ** 2 * channels)
 
 
-def _merging_kernel(state_dict: Dict[str, torch.Tensor], key: str, value: torch.Tensor) -> int:
-    """The kernel side of a toolbox patch merging (``key`` without ``backbone.``), from its input width over
-    its stage's width (the stage's first qkv input): 2 for every stock Swin, another with mmpretrain's
-    ``downsample_cfg``."""
+def _merging_kernel(state_dict: Dict[str, torch.Tensor], key: str, reduction: torch.Tensor) -> int:
+    """The kernel side of a toolbox patch merging (``key`` without ``backbone.``), from its input width (the
+    ``reduction`` weight's) over its stage's width (the stage's first qkv input): 2 for every stock Swin,
+    another with mmpretrain's ``downsample_cfg``."""
     stage = key.split('.')[1]
     qkv = re.compile(rf'(^|\.)stages\.{stage}\.blocks\.0\.attn\.w_msa\.qkv\.weight$')
     qkv_key = next((k for k in state_dict if qkv.search(k)), None)
     if qkv_key is None:
         return 2
     channels = state_dict[qkv_key].shape[1]
-    kernel = math.isqrt(value.shape[-1] // channels)
-    if kernel * kernel * channels != value.shape[-1]:
-        raise ValueError(f'{key}: {value.shape[-1]} inputs are not a square kernel over {channels} channels')
+    inputs = reduction.shape[1]
+    kernel = math.isqrt(inputs // channels)
+    if kernel * kernel * channels != inputs:
+        raise ValueError(f'{key}: {inputs} inputs are not a square kernel over {channels} channels')
     return kernel
 
 
@@ -166,18 +170,19 @@ def convert_toolbox_swin_state_dict(state_dict: Dict[str, torch.Tensor]) -> 'Ord
     ``nn.Unfold`` channel order to ours."""
     prefixed = any(k.startswith(BACKBONE_PREFIX) for k in state_dict)
     converted = OrderedDict()
-    for key, value in state_dict.items():
-        if key.startswith(CLASSIFIER_HEAD_PREFIX):
-            converted[key] = value
+    for original, value in state_dict.items():
+        if original.startswith(CLASSIFIER_HEAD_PREFIX):
+            converted[original] = value
             continue
-        if prefixed and not key.startswith(BACKBONE_PREFIX):
+        if prefixed and not original.startswith(BACKBONE_PREFIX):
             continue
-        key = _strip_backbone_prefix(key)
+        key = _strip_backbone_prefix(original)
         if _DROPPED.search(key):
             continue
         new_key = _rename(key, TOOLBOX_SWIN)
         if re.match(r'^stages\.\d+\.downsample\.(reduction\.weight|norm\.weight|norm\.bias)$', new_key):
-            value = _unfold_to_concat_order(value, _merging_kernel(state_dict, key, value))
+            reduction = state_dict[re.sub(r'norm\.(weight|bias)$', 'reduction.weight', original)]
+            value = _unfold_to_concat_order(value, _merging_kernel(state_dict, key, reduction))
         converted[BACKBONE_PREFIX + new_key] = value
     return converted
 

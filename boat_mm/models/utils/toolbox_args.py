@@ -15,7 +15,7 @@ __all__ = ['resolve_arch', 'refuse_unless', 'merge_alias', 'init_cfg_from_pretra
            'building_scope', 'builds_like_mmpretrain', 'per_item', 'check_keys', 'check_overrides',
            'resolve_swin_stages', 'check_norm_cfg', 'check_act_cfg', 'check_empty_cfg', 'STAGE_CFG_KEYS',
            'BLOCK_CFG_KEYS', 'ATTN_CFG_KEYS', 'FFN_CFG_KEYS',
-           'PATCH_CFG_KEYS', 'PATCH_CFG_SETTINGS', 'PATCH_CFG_RENAMES', 'PATCH_CONV_TYPE', 'DOWNSAMPLE_CFG_KEYS']
+           'PATCH_CFG_KEYS', 'PATCH_CFG_SETTINGS', 'PATCH_CFG_RENAMES', 'PATCH_CONV_TYPES', 'DOWNSAMPLE_CFG_KEYS']
 
 # Toolboxes whose Swin gives some arguments another meaning than mmdet's and mmseg's (``builds_like_mmpretrain``).
 MMPRETRAIN_SCOPES = ('mmpretrain',)
@@ -215,61 +215,123 @@ def check_overrides(class_name: str, name: str, value: Mapping, fixed: Mapping[s
 
 
 # mmpretrain's ``stage_cfgs`` (per stage, its ``SwinBlockSequence``'s arguments) and their ``block_cfgs`` (per
-# block, its ``SwinBlock``'s), with the keys BOAT-Swin honours at each level; the others (``embed_dims``,
-# ``num_heads``, ``depth``, ``downsample``: the architecture, given by ``arch``) are refused, naming them.
-STAGE_CFG_KEYS = ('window_size', 'block_cfgs', 'downsample_cfg', 'drop_paths', 'with_cp', 'pad_small_map')
+# block, its ``SwinBlock``'s), with the keys BOAT-Swin honours at each level; ``embed_dims`` and ``depth`` may
+# only repeat the architecture's (the stock class fails on another value), the rest is refused, naming it.
+STAGE_CFG_KEYS = ('window_size', 'block_cfgs', 'downsample_cfg', 'drop_paths', 'with_cp', 'pad_small_map',
+                  'num_heads', 'downsample', 'embed_dims', 'depth', 'init_cfg')
 BLOCK_CFG_KEYS = ('window_size', 'shift', 'ffn_ratio', 'drop_path', 'pad_small_map', 'norm_cfg', 'with_cp',
-                  'attn_cfgs', 'ffn_cfgs')
-# ``attn_cfgs`` (its ``WindowMSA``'s arguments) and ``ffn_cfgs`` (mmcv ``FFN``'s), mapped to BOATSwinBlock's.
-ATTN_CFG_KEYS = {'qkv_bias': 'qkv_bias', 'qk_scale': 'qk_scale', 'attn_drop': 'attn_drop', 'proj_drop': 'proj_drop'}
-FFN_CFG_KEYS = {'feedforward_channels': 'mlp_hidden_dims', 'ffn_drop': 'ffn_drop', 'act_cfg': 'act_cfg'}
+                  'attn_cfgs', 'ffn_cfgs', 'num_heads', 'embed_dims', 'init_cfg')
+# ``attn_cfgs`` (its ``ShiftWindowMSA``'s and ``WindowMSA``'s arguments) and ``ffn_cfgs`` (mmcv ``FFN``'s),
+# mapped to BOATSwinBlock's; their ``embed_dims`` may only repeat the block's, ``num_fcs`` only 2.
+ATTN_CFG_KEYS = {'qkv_bias': 'qkv_bias', 'qk_scale': 'qk_scale', 'attn_drop': 'attn_drop', 'proj_drop': 'proj_drop',
+                 'window_size': 'attention_window_size', 'shift_size': 'shift_size',
+                 'pad_small_map': 'pad_small_map', 'dropout_layer': 'attention_dropout_layer',
+                 'embed_dims': 'embed_dims', 'num_heads': 'num_heads', 'init_cfg': 'attention_init_cfg',
+                 'window_msa': 'window_msa'}
+# The window attention class mmpretrain's ``attn_cfgs`` ``window_msa`` may name: Swin's (V1), which BOAT's is.
+SWIN_WINDOW_MSA = 'WindowMSA'
+FFN_CFG_KEYS = {'feedforward_channels': 'mlp_hidden_dims', 'ffn_drop': 'ffn_drop', 'act_cfg': 'act_cfg',
+                'dropout_layer': 'mlp_dropout_layer', 'add_identity': 'mlp_residual', 'embed_dims': 'embed_dims',
+                'num_fcs': 'mlp_num_fcs', 'layer_scale_init_value': 'mlp_layer_scale', 'init_cfg': 'mlp_init_cfg'}
+MIN_FFN_NUM_FCS = 2  # fc1 and fc2, as mmcv's FFN asserts
 BLOCK_CFG_RENAMES = {'ffn_ratio': 'mlp_ratio'}
+# mmcv's dropout layers a branch of a block may end with (``dropout_layer``).
+DROPOUT_LAYER_TYPES = ('DropPath', 'Dropout')
 # The stage settings every block of the stage inherits unless its own block_cfgs says otherwise.
-STAGE_SETTINGS_FOR_BLOCKS = ('window_size', 'with_cp', 'pad_small_map')
+STAGE_SETTINGS_FOR_BLOCKS = ('window_size', 'with_cp', 'pad_small_map', 'num_heads')
 
 
-def resolve_swin_stages(class_name: str, stage_cfgs, depths: Sequence[int], stage_defaults: Mapping[str, Any],
-                        block_defaults: Mapping[str, Any], drop_paths: Sequence[Sequence[float]]):
-    """Every block's settings and every stage's ``downsample_cfg`` from mmpretrain's ``stage_cfgs``.
+def _check_dropout_layer(class_name: str, name: str, cfg) -> None:
+    refuse_unless(cfg is None or (isinstance(cfg, Mapping) and cfg.get('type') in DROPOUT_LAYER_TYPES),
+                  class_name, name, cfg, f"None or a dict with type in {DROPOUT_LAYER_TYPES} and a drop_prob")
+    if cfg is not None:
+        check_rate(class_name, f'{name} drop_prob', cfg.get('drop_prob', 0.0))
+
+
+def _finish_block(class_name: str, where: str, block: dict) -> dict:
+    """A block's settings once every level has spoken: the attention window and shift as mmpretrain's
+    ``SwinBlock`` derives them (the shift from the block's window, the window from ``attn_cfgs`` if set)."""
+    num_fcs = block.get('mlp_num_fcs', MIN_FFN_NUM_FCS)
+    refuse_unless(isinstance(num_fcs, int) and num_fcs >= MIN_FFN_NUM_FCS, class_name, f'{where}.ffn_cfgs num_fcs',
+                  num_fcs, f'an int >= {MIN_FFN_NUM_FCS}, as mmcv\'s FFN asserts')
+    window_msa = block.pop('window_msa', SWIN_WINDOW_MSA)
+    refuse_unless(getattr(window_msa, '__name__', window_msa) == SWIN_WINDOW_MSA, class_name,
+                  f'{where}.attn_cfgs window_msa', window_msa,
+                  f"Swin's {SWIN_WINDOW_MSA}: another window attention (Swin-V2's WindowMSAV2) is another model")
+    window = block['window_size']
+    shift = block.pop('shift')
+    block['window_size'] = block.pop('attention_window_size', window)
+    block['shift_size'] = block.pop('shift_size', window // 2 if shift else 0)
+    for key in ('window_size',):
+        refuse_unless(isinstance(block[key], int) and block[key] >= 1, class_name, key, block[key],
+                      'a positive int (released: 7)')
+    refuse_unless(isinstance(block['shift_size'], int) and 0 <= block['shift_size'] < block['window_size'],
+                  class_name, f'{where} shift_size', block['shift_size'],
+                  f'0 <= shift_size < window_size={block["window_size"]}')
+    check_rate(class_name, f'{where} drop_path', block['drop_path'])
+    for key in ('attention_dropout_layer', 'mlp_dropout_layer'):
+        _check_dropout_layer(class_name, f'{where} {key}', block.get(key))
+    return block
+
+
+def resolve_swin_stages(class_name: str, stage_cfgs, depths: Sequence[int], num_heads: Sequence[int],
+                        embed_dims: int, stage_defaults: Mapping[str, Any], block_defaults: Mapping[str, Any],
+                        drop_paths: Sequence[Sequence[float]]) -> list:
+    """Every stage's and block's settings from the backbone's arguments and mmpretrain's ``stage_cfgs``.
 
     ``stage_defaults`` (window_size, with_cp, pad_small_map) and ``block_defaults`` (BOATSwinBlock's other
     arguments) come from the backbone's own arguments; ``stage_cfgs`` (a dict for every stage or one per stage)
     overrides them per stage, its ``block_cfgs`` (a dict for every block of the stage or one per block) per
-    block, later settings winning as in mmpretrain's ``SwinTransformer``. Blocks alternate ``shift`` from
-    False, as there. Returns (a list per stage of block dicts, a list per stage of ``downsample_cfg`` dicts)."""
-    stages, downsample_cfgs = [], []
+    block, and their ``attn_cfgs`` / ``ffn_cfgs`` last, as mmpretrain's ``SwinTransformer`` merges them. Blocks
+    alternate ``shift`` from False, as there. The widths flow as there: a stage's merging (``downsample``, by
+    default on all but the last stage) gives the next stage ``downsample_cfg``'s ``out_channels`` (default twice
+    the stage's). Returns per stage a dict: ``dims``, ``out_dims``, ``blocks`` (BOATSwinBlock arguments each)
+    and ``downsample_cfg`` (None: no merging), and the stage's ``init_cfg``."""
+    stages = []
+    dims = embed_dims
     for stage, stage_cfg in enumerate(per_item(class_name, 'stage_cfgs', stage_cfgs, len(depths))):
-        check_keys(class_name, f'stage_cfgs[{stage}]', stage_cfg, STAGE_CFG_KEYS)
-        settings = {**stage_defaults, **{k: stage_cfg[k] for k in STAGE_SETTINGS_FOR_BLOCKS if k in stage_cfg}}
+        where = f'stage_cfgs[{stage}]'
+        check_keys(class_name, where, stage_cfg, STAGE_CFG_KEYS)
+        check_overrides(class_name, where, stage_cfg, dict(embed_dims=dims, depth=depths[stage]))
+        settings = {**stage_defaults, 'num_heads': num_heads[stage],
+                    **{k: stage_cfg[k] for k in STAGE_SETTINGS_FOR_BLOCKS if k in stage_cfg}}
         stage_drop_paths = stage_cfg.get('drop_paths', drop_paths[stage])
         if not isinstance(stage_drop_paths, Sequence):
             stage_drop_paths = [stage_drop_paths] * depths[stage]
         blocks = []
-        block_cfgs = per_item(class_name, f'stage_cfgs[{stage}].block_cfgs', stage_cfg.get('block_cfgs'),
-                              depths[stage])
-        for index, block_cfg in enumerate(block_cfgs):
-            where = f'stage_cfgs[{stage}].block_cfgs[{index}]'
-            check_keys(class_name, where, block_cfg, BLOCK_CFG_KEYS)
+        for index, block_cfg in enumerate(per_item(class_name, f'{where}.block_cfgs', stage_cfg.get('block_cfgs'),
+                                                   depths[stage])):
+            block_where = f'{where}.block_cfgs[{index}]'
+            check_keys(class_name, block_where, block_cfg, BLOCK_CFG_KEYS)
+            check_overrides(class_name, block_where, block_cfg, dict(embed_dims=dims))
+            block_cfg.pop('embed_dims', None)
             block = {**block_defaults, **settings, 'shift': index % 2 == 1, 'drop_path': stage_drop_paths[index]}
-            for name, mapping in (('attn_cfgs', ATTN_CFG_KEYS), ('ffn_cfgs', FFN_CFG_KEYS)):
-                nested = dict(block_cfg.pop(name, None) or {})
-                check_keys(class_name, f'{where}.{name}', nested, tuple(mapping))
-                block.update({mapping[k]: v for k, v in nested.items()})
+            nested = {name: dict(block_cfg.pop(name, None) or {}) for name in ('attn_cfgs', 'ffn_cfgs')}
             block.update({BLOCK_CFG_RENAMES.get(k, k): v for k, v in block_cfg.items()})
-            refuse_unless(isinstance(block['window_size'], int) and block['window_size'] >= 1, class_name,
-                          'window_size', block['window_size'], 'a positive int (released: 7)')
-            check_rate(class_name, f'{where} drop_path', block['drop_path'])
-            blocks.append(block)
-        stages.append(blocks)
-        downsample_cfgs.append(dict(stage_cfg.get('downsample_cfg') or {}))
-    return stages, downsample_cfgs
+            for name, mapping in (('attn_cfgs', ATTN_CFG_KEYS), ('ffn_cfgs', FFN_CFG_KEYS)):
+                check_keys(class_name, f'{block_where}.{name}', nested[name], tuple(mapping))
+                check_overrides(class_name, f'{block_where}.{name}', nested[name], dict(embed_dims=dims))
+                block.update({mapping[k]: v for k, v in nested[name].items() if k != 'embed_dims'})
+            blocks.append(_finish_block(class_name, block_where, block))
+        downsample = stage_cfg.get('downsample', stage < len(depths) - 1)
+        downsample_cfg = dict(stage_cfg.get('downsample_cfg') or {}) if downsample else None
+        out_dims = dims
+        if downsample:
+            check_overrides(class_name, f'{where}.downsample_cfg', downsample_cfg, dict(in_channels=dims))
+            out_dims = downsample_cfg.pop('out_channels', 2 * dims)
+            refuse_unless(isinstance(out_dims, int) and out_dims >= 1, class_name,
+                          f'{where}.downsample_cfg out_channels', out_dims, 'a positive int')
+            downsample_cfg.pop('in_channels', None)
+        stages.append(dict(dims=dims, out_dims=out_dims, blocks=blocks, downsample_cfg=downsample_cfg,
+                           init_cfg=stage_cfg.get('init_cfg')))
+        dims = out_dims
+    return stages
 
 
 # mmpretrain's ``patch_cfg`` (mmcv ``PatchEmbed``'s arguments) and ``downsample_cfg`` (``PatchMerging``'s): the
 # sampler settings are honoured; the channels and the convolution type may only repeat the backbone's.
-PATCH_CFG_SETTINGS = ('kernel_size', 'stride', 'padding', 'dilation', 'bias', 'norm_cfg')
+PATCH_CFG_SETTINGS = ('kernel_size', 'stride', 'padding', 'dilation', 'bias', 'norm_cfg', 'init_cfg')
 PATCH_CFG_RENAMES = {'kernel_size': 'patch_size'}
-PATCH_CONV_TYPE = 'Conv2d'
+PATCH_CONV_TYPES = ('Conv2d', 'Conv')  # mmcv's names of nn.Conv2d
 PATCH_CFG_KEYS = PATCH_CFG_SETTINGS + ('input_size', 'in_channels', 'embed_dims', 'conv_type')
-DOWNSAMPLE_CFG_KEYS = ('kernel_size', 'stride', 'padding', 'dilation', 'bias', 'norm_cfg', 'in_channels',
-                       'out_channels')
+DOWNSAMPLE_CFG_KEYS = ('kernel_size', 'stride', 'padding', 'dilation', 'bias', 'norm_cfg', 'init_cfg')

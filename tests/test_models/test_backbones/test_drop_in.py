@@ -225,11 +225,18 @@ def test_cswin_upernet_config_swaps_by_type_alone(tmp_path):
                                                r"patch_size=2"),
     (dict(strides=(4, 2)), r"strides=\(4, 2\) is not supported; one stride per stage \(4\)"),
     (dict(strides=(4, -1, 2, 2)), r"stage 0 patch merging stride=-1 is not supported; an int >= 1"),
-    (dict(stage_cfgs=dict(depth=3)), r"stage_cfgs\[0\]=\{'depth': 3\} is not supported; it sets \['depth'\]"),
-    (dict(stage_cfgs=dict(block_cfgs=dict(ffn_cfgs=dict(num_fcs=3)))),
-     r"block_cfgs\[0\].ffn_cfgs=.* is not supported; it sets \['num_fcs'\]"),
-    (dict(stage_cfgs=dict(downsample_cfg=dict(out_channels=7))),
-     r"downsample_cfg\['out_channels'\]=7 is not supported; it must equal the backbone's 192"),
+    (dict(stage_cfgs=dict(depth=3)), r"stage_cfgs\[0\]\['depth'\]=3 is not supported; it must equal the "
+                                     r"backbone's 2"),
+    (dict(stage_cfgs=dict(window_msa='WindowMSAV2')), r"stage_cfgs\[0\]=.* is not supported; it sets "
+                                                      r"\['window_msa'\]"),
+    (dict(stage_cfgs=dict(block_cfgs=dict(attn_cfgs=dict(window_msa='WindowMSAV2')))),
+     r"attn_cfgs window_msa='WindowMSAV2' is not supported; Swin's WindowMSA: another window attention"),
+    (dict(stage_cfgs=dict(block_cfgs=dict(ffn_cfgs=dict(num_fcs=1)))),
+     r"block_cfgs\[0\].ffn_cfgs num_fcs=1 is not supported; an int >= 2, as mmcv's FFN asserts"),
+    (dict(stage_cfgs=dict(block_cfgs=dict(attn_cfgs=dict(shift_size=7)))),
+     r"block_cfgs\[0\] shift_size=7 is not supported; 0 <= shift_size < window_size=7"),
+    (dict(stage_cfgs=[dict(), dict(downsample_cfg=dict(in_channels=7)), dict(), dict()]),
+     r"stage_cfgs\[1\].downsample_cfg\['in_channels'\]=7 is not supported; it must equal the backbone's 192"),
     (dict(stage_cfgs=[dict(), dict()]), r'stage_cfgs=.* is not supported; one dict for all, or a sequence of 4'),
     (dict(patch_cfg=dict(padding='middle')), r"patch_cfg padding='middle' is not supported; one of \('corner', "
                                              r"'same'\)"),
@@ -248,7 +255,6 @@ def test_swin_refuses_what_it_cannot_honour(kwargs, match):
 
 
 @pytest.mark.parametrize('kwargs, match', [
-    (dict(patch_size=16), r'patch_size=16 is not supported; the stem is a 7x7 convolution of stride 4'),
     (dict(embed_dim=64, embed_dims=96), r'embed_dims=96 and its alias embed_dim=64 disagree'),
     (dict(arch='tiny', depth=[2, 4, 32, 2]), r"arch='tiny' has depths=\(1, 2, 21, 1\), but depths=\(2, 4, 32, 2\)"),
     (dict(in_chans=1, in_channels=3), r'in_channels=3 and its alias in_chans=1 disagree'),
@@ -280,6 +286,32 @@ def test_mmpretrain_stage_cfgs_set_the_window_of_every_block():
     assert windows(mixed) == [[5, 5], [3, 7]]
     with torch.no_grad():
         assert [o.shape[1] for o in mixed(x)] == [16, 32]
+
+
+def test_nested_init_cfgs_initialise_their_modules():
+    """mmpretrain's ``init_cfg`` in ``stage_cfgs``, ``block_cfgs``, ``ffn_cfgs`` and ``patch_cfg`` initialise
+    their module after the backbone's fresh initialisation, parents before children, as mmengine does."""
+    model = BOATSwinTransformer(
+        arch=dict(embed_dims=16, depths=(2, 2), num_heads=(1, 2)), fsla_stages=(),
+        patch_cfg=dict(init_cfg=dict(type='Constant', val=0.25, layer='Conv2d')),
+        stage_cfgs=[dict(init_cfg=dict(type='Constant', val=0.5, layer='Linear'),
+                         block_cfgs=[dict(), dict(ffn_cfgs=dict(init_cfg=dict(type='Constant', val=2.0,
+                                                                               layer='Linear')))]),
+                    dict()])
+    model.init_weights()
+    blocks = model.stages[0].blocks
+    assert torch.all(model.patch_embed.proj.weight == 0.25)
+    assert torch.all(blocks[0].attn.qkv.weight == 0.5) and torch.all(blocks[1].attn.proj.weight == 0.5)
+    assert torch.all(blocks[1].mlp.fc1.weight == 2.0) and torch.all(blocks[0].mlp.fc1.weight == 0.5)
+    assert 0.01 < model.stages[1].blocks[0].mlp.fc1.weight.std() < 0.03  # the fresh truncated normal
+
+
+def test_cswin_takes_the_official_patch_size_and_says_it_changes_nothing():
+    """The official CSWin's ``patch_size`` (default 16) is unused there; BOAT takes it too, with a warning."""
+    with pytest.warns(UserWarning, match=r'patch_size=16 changes nothing, as in the official CSWin: the stem is a '
+                                         r'7x7 convolution of stride 4'):
+        model = BOATCSWinTransformer(**TWO_STAGE_CSWIN, patch_size=16)
+    assert model.patch_embed.proj.stride == (4, 4)
 
 
 def test_stock_defaults_written_out_change_nothing():

@@ -49,13 +49,25 @@ CASES = {
                                                           attn_cfgs=dict(qkv_bias=False, qk_scale=0.5),
                                                           ffn_cfgs=dict(act_cfg=dict(type='ReLU')))),
                                      dict(block_cfgs=[dict(shift=True), dict(shift=False)]),
-                                     dict(drop_paths=0.3, pad_small_map=True), dict()]), SQUARE)],
+                                     dict(drop_paths=0.3, pad_small_map=True), dict()]), SQUARE),
+                   (dict(stage_cfgs=[dict(num_heads=2, downsample_cfg=dict(out_channels=24)),
+                                     dict(block_cfgs=[dict(num_heads=1), dict(num_heads=4)], downsample=False),
+                                     dict(block_cfgs=dict(attn_cfgs=dict(window_size=2, shift_size=1),
+                                                          ffn_cfgs=dict(add_identity=False))),
+                                     dict(downsample=True)],
+                         out_after_downsample=True, out_indices=(0, 1, 2, 3)), SQUARE),
+                   (dict(stage_cfgs=dict(block_cfgs=dict(
+                       attn_cfgs=dict(dropout_layer=dict(type='DropPath', drop_prob=0.2)),
+                       ffn_cfgs=dict(dropout_layer=dict(type='Dropout', drop_prob=0.1), num_fcs=3,
+                                     layer_scale_init_value=0.5))),
+                       arch=dict(embed_dims=16, depths=(2, 2), num_heads=(1, 2)), out_indices=(0, 1)), PADDED)],
 }
 # Stock values both refuse (the stock asserts; BOAT names the argument).
 REFUSED = {
     'mmdet': [dict(pretrain_img_size=(224, 224, 224)), dict(strides=(2, 2, 2, 2))],
     'mmseg': [dict(pretrain_img_size=(224, 224, 224)), dict(strides=(8, 2, 2, 2))],
-    'mmpretrain': [dict(patch_cfg=dict(padding='middle'))],
+    'mmpretrain': [dict(patch_cfg=dict(padding='middle')),
+                   dict(stage_cfgs=dict(downsample_cfg=dict(use_post_norm=True)))],
 }
 
 
@@ -188,3 +200,25 @@ def test_mask_padding_keeps_padded_tokens_out_of_the_window_attention():
         torch.testing.assert_close(block.image_attention(x, (5, 5)), expected, rtol=1e-12, atol=1e-12)
         block.mask_padding = False  # the stock way: the 24 padded (zero) tokens are keys too
         assert (block.image_attention(x, (5, 5)) - expected).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize('scope', ['mmdet', 'mmseg', 'mmpretrain'])
+def test_dropouts_are_where_the_stock_swin_puts_them(scope):
+    """Dropout changes nothing in eval, so the float64 comparison cannot see it: the rates of every dropout the
+    stock class builds are compared instead (mmpretrain's ``drop_rate`` is the embedding's only; its blocks'
+    come from ``attn_cfgs`` / ``ffn_cfgs``, including ``dropout_layer``)."""
+    block_cfgs = dict(attn_cfgs=dict(proj_drop=0.05, dropout_layer=dict(type='DropPath', drop_prob=0.15)),
+                      ffn_cfgs=dict(ffn_drop=0.25))
+    extra = dict(stage_cfgs=dict(block_cfgs=block_cfgs)) if scope == 'mmpretrain' else dict(attn_drop_rate=0.2)
+    stock, ours = _build(scope, drop_rate=0.1, drop_path_rate=0.3, **extra)
+
+    def rates(model, kinds):  # the distinct rates (the stock builds one Dropout per use, BOAT's MLP one for two)
+        return {round(float(getattr(m, 'p', getattr(m, 'drop_prob', 0.0))), 6) for m in model.modules()
+                if type(m).__name__ in kinds and getattr(m, 'p', getattr(m, 'drop_prob', 0.0)) > 0}
+    assert rates(ours, ('Dropout',)) == rates(stock, ('Dropout',))
+    assert rates(ours, ('DropPath',)) == rates(stock, ('DropPath',))
+    block = ours.stages[0].blocks[1]
+    expected = (0.05, 0.25, 0.15) if scope == 'mmpretrain' else (0.1, 0.1, ours.stages[0].blocks[1].drop_path.drop_prob)
+    assert (block.attn.proj_drop.p, block.mlp.drop.p, (block.attention_dropout or block.drop_path).drop_prob) == \
+        pytest.approx(expected)
+    assert ours.drop_after_pos.p == 0.1
