@@ -57,6 +57,7 @@ from ..utils.toolbox_args import (
     check_norm_cfg,
     check_overrides,
     check_rate,
+    image_size_pair,
     init_cfg_from_pretrained,
     refuse_unless,
     resolve_arch,
@@ -572,16 +573,18 @@ class BOATSwinTransformer(BOATBackbone):
             self.absolute_pos_embed = None
             return
         input_size = (patch_cfg or {}).get('input_size', img_size)
-        if input_size is not None and pretrain_img_size is not None:
-            grid = self.patch_embed.out_size(to_pair(input_size))
-            refuse_unless(grid == tuple(s // patch_size for s in to_pair(pretrain_img_size)), type(self).__name__,
-                          'pretrain_img_size', pretrain_img_size, f'give one pretraining size: img_size={img_size} '
-                          f'sizes the position embedding to another patch grid')
-        if input_size is not None:
-            self.position_grid = self.patch_embed.out_size(to_pair(input_size))
-        else:
-            size = to_pair(DEFAULT_PRETRAIN_IMG_SIZE if pretrain_img_size is None else pretrain_img_size)
-            self.position_grid = tuple(s // patch_size for s in size)
+        if input_size is None and pretrain_img_size is None:  # each toolbox's default, 224
+            input_size, pretrain_img_size = ((DEFAULT_PRETRAIN_IMG_SIZE, None) if like_mmpretrain
+                                             else (None, DEFAULT_PRETRAIN_IMG_SIZE))
+        grids = []
+        if input_size is not None:  # mmpretrain's: the patch embedding's output for that size
+            grids.append(self.patch_embed.out_size(image_size_pair(input_size)))
+        if pretrain_img_size is not None:  # mmdet's / mmseg's: size // patch_size
+            grids.append(tuple(s // patch_size for s in image_size_pair(pretrain_img_size)))
+        refuse_unless(len(set(grids)) == 1, type(self).__name__, 'pretrain_img_size', pretrain_img_size,
+                      f'give one pretraining size: img_size={img_size} sizes the position embedding to another '
+                      f'patch grid')
+        self.position_grid = grids[0]
         self.absolute_pos_embed = nn.Parameter(
             torch.zeros(1, self.position_grid[0] * self.position_grid[1], embed_dims))
 

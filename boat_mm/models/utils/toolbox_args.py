@@ -11,7 +11,8 @@ import warnings
 from typing import Any, Mapping, Optional, Sequence
 
 __all__ = ['resolve_arch', 'refuse_unless', 'merge_alias', 'init_cfg_from_pretrained', 'resolve_fsla_stages',
-           'resolve_fsla_cfg', 'UNSET', 'FSLA_CFG_KEYS', 'check_image_size', 'check_rate', 'check_in_channels',
+           'resolve_fsla_cfg', 'UNSET', 'FSLA_CFG_KEYS', 'check_image_size', 'image_size_pair', 'check_rate',
+           'check_in_channels',
            'building_scope', 'builds_like_mmpretrain', 'per_item', 'check_keys', 'check_overrides',
            'resolve_swin_stages', 'check_norm_cfg', 'check_act_cfg', 'check_empty_cfg', 'STAGE_CFG_KEYS',
            'BLOCK_CFG_KEYS', 'ATTN_CFG_KEYS', 'FFN_CFG_KEYS',
@@ -171,6 +172,13 @@ def check_image_size(class_name: str, name: str, value: Any) -> None:
     else:
         ok = isinstance(value, int) and value >= 1
     refuse_unless(ok, class_name, name, value, 'the size of image should be an int or have length 1 or 2')
+
+
+def image_size_pair(value) -> tuple:
+    """An image size as the stock Swins take it (an int, or a sequence of 1 or 2) -> (height, width)."""
+    if isinstance(value, (list, tuple)):
+        return tuple(value) * 2 if len(value) == 1 else tuple(value)
+    return (value, value)
 
 
 def check_rate(class_name: str, name: str, value: Any) -> None:

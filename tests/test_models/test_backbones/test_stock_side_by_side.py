@@ -29,6 +29,7 @@ CASES = {
     'mmseg': [(dict(), SQUARE), (dict(), PADDED), (dict(patch_norm=False), PADDED),
               (dict(drop_path_rate=0.2), SQUARE),
               (dict(use_abs_pos_embed=True, pretrain_img_size=(120, 88), frozen_stages=2), PADDED),
+              (dict(use_abs_pos_embed=True, pretrain_img_size=(256,)), SQUARE),
               (dict(act_cfg=dict(type='GELU', approximate='tanh'), norm_cfg=LN_EPS, qkv_bias=False,
                     mlp_ratio=2), SQUARE)],
     'mmpretrain': [(dict(), SQUARE), (dict(out_after_downsample=True, out_indices=(0, 1, 2, 3)), SQUARE),
