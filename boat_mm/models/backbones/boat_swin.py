@@ -15,6 +15,7 @@ released models, whose last stage at 224 is exactly one window, and mmpretrain's
 
 Parameter names follow the released checkpoints up to a short rename table (see ``boat_mm.models.utils.ckpt_convert``).
 """
+import math
 from typing import Optional, Sequence, Tuple
 
 import torch
@@ -65,8 +66,8 @@ from ..utils.toolbox_args import (
 )
 from .base_backbone import LINEAR_INIT_STD, BilateralBlock, BOATBackbone
 
-__all__ = ['BOATSwinTransformer', 'BOATSwinStage', 'BOATSwinBlock', 'WindowMSA', 'PatchEmbed', 'PatchMerging',
-           'PatchSampler', 'window_partition', 'window_reverse']
+__all__ = ['BOATSwinTransformer', 'BOATSwinStage', 'BOATSwinBlock', 'WindowMSA', 'CosineWindowMSA', 'PatchEmbed',
+           'PatchMerging', 'PatchSampler', 'window_partition', 'window_reverse']
 
 # Logit added between tokens of different shifted-window regions, as in Swin and the released BOAT.
 SHIFT_MASK_VALUE = -100.0
@@ -76,6 +77,14 @@ PATCH_MERGING_STRIDE = 2
 # Bound of the shifted-window mask cache (all devices together; a mask is ~12 MiB at stage 1 of 800x1216).
 WINDOW_MASK_CACHE_BYTES = 64 << 20
 WINDOW_MASK_CACHE_ENTRIES = 128
+# Swin-V2's window attention (mmpretrain's WindowMSAV2, ``attn_cfgs=dict(window_msa=...)``): the hidden width of
+# its continuous position bias MLP, the start and cap of its learned logit scale, the range its log-spaced
+# relative coordinates are normalised to, and the bound of its sigmoid bias.
+CPB_MLP_HIDDEN_DIMS = 512
+LOGIT_SCALE_INIT = 10.0
+LOGIT_SCALE_MAX = 100.0
+CPB_COORDINATE_RANGE = 8.0
+CPB_BIAS_BOUND = 16.0
 # The stock Swins' pretraining size, which sizes the absolute position embedding unless given.
 DEFAULT_PRETRAIN_IMG_SIZE = 224
 # F.interpolate's modes for a 2-D map, which mmpretrain's ``interpolate_mode`` may name.
@@ -172,6 +181,64 @@ class WindowMSA(nn.Module):
         return self.proj_drop(self.proj(x))
 
 
+class CosineWindowMSA(nn.Module):
+    """Swin-V2's window attention, as mmpretrain's ``WindowMSAV2`` (its parameter names): cosine similarity of
+    queries and keys times a learned per-head ``logit_scale`` (capped at ``LOGIT_SCALE_MAX``), plus a
+    continuous relative position bias: a small MLP (``cpb_mlp``) of log-spaced relative coordinates, bounded
+    by ``CPB_BIAS_BOUND * sigmoid``; qkv without bias but for ``q_bias`` and ``v_bias``. The coordinates are
+    normalised by ``pretrained_window_size - 1`` when given, else by the window's."""
+
+    def __init__(self, embed_dims: int, num_heads: int, window_size: int, qkv_bias: bool = True,
+                 attn_drop: float = 0.0, proj_drop: float = 0.0, cpb_mlp_hidden_dims: int = CPB_MLP_HIDDEN_DIMS,
+                 pretrained_window_size=(0, 0)):
+        super().__init__()
+        self.num_heads = num_heads
+        self.window_size = window_size
+        self.cpb_mlp = nn.Sequential(nn.Linear(2, cpb_mlp_hidden_dims), nn.ReLU(inplace=True),
+                                     nn.Linear(cpb_mlp_hidden_dims, num_heads, bias=False))
+        self.logit_scale = nn.Parameter(torch.full((num_heads, 1, 1), LOGIT_SCALE_INIT).log())
+        offsets = torch.arange(-(window_size - 1), window_size, dtype=torch.float32)
+        table = torch.stack(torch.meshgrid(offsets, offsets, indexing='ij'), dim=-1)  # (2w-1, 2w-1, 2)
+        pretrained = to_pair(pretrained_window_size)
+        norms = [p - 1 if p > 0 else window_size - 1 for p in pretrained]
+        table = table / torch.tensor([max(n, 1) for n in norms], dtype=torch.float32) * CPB_COORDINATE_RANGE
+        table = torch.sign(table) * torch.log2(table.abs() + 1.0) / math.log2(CPB_COORDINATE_RANGE)
+        # Rebuilt from the window, so not saved (the converter drops the stock copies).
+        self.register_buffer('relative_coords_table', table.view(-1, 2), persistent=False)
+        coords = torch.stack(torch.meshgrid(torch.arange(window_size), torch.arange(window_size),
+                                            indexing='ij')).flatten(1)
+        relative = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0) + (window_size - 1)
+        self.register_buffer('relative_position_index', relative[..., 0] * (2 * window_size - 1) + relative[..., 1],
+                             persistent=False)
+        self.qkv = nn.Linear(embed_dims, embed_dims * 3, bias=False)
+        self.q_bias = nn.Parameter(torch.zeros(embed_dims)) if qkv_bias else None
+        self.v_bias = nn.Parameter(torch.zeros(embed_dims)) if qkv_bias else None
+        self.attn_drop = nn.Dropout(attn_drop)
+        self.proj = nn.Linear(embed_dims, embed_dims)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """x: (B * num_windows, window**2, C); mask: (num_windows, window**2, window**2) or None."""
+        bw, n, c = x.shape
+        bias = None
+        if self.q_bias is not None:
+            bias = torch.cat([self.q_bias, torch.zeros_like(self.v_bias), self.v_bias])
+        qkv = F.linear(x, self.qkv.weight, bias).view(bw, n, 3, self.num_heads, c // self.num_heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)
+        attn = F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-2, -1)
+        attn = attn * self.logit_scale.clamp(max=math.log(LOGIT_SCALE_MAX)).exp()
+        table = self.cpb_mlp(self.relative_coords_table)
+        position_bias = table[self.relative_position_index.view(-1)].view(n, n, -1).permute(2, 0, 1)
+        attn = attn + CPB_BIAS_BOUND * torch.sigmoid(position_bias).unsqueeze(0)
+        if mask is not None:
+            num_windows = mask.shape[0]
+            attn = attn.view(bw // num_windows, num_windows, self.num_heads, n, n)
+            attn = (attn + mask.to(attn.dtype).unsqueeze(1).unsqueeze(0)).view(bw, self.num_heads, n, n)
+        attn = self.attn_drop(attn.softmax(dim=-1))
+        x = (attn @ v).transpose(1, 2).reshape(bw, n, c)
+        return self.proj_drop(self.proj(x))
+
+
 class BOATSwinBlock(BilateralBlock):
     """One BOAT-Swin block: (shifted) window attention, optional FSLA (not under drop path, as released),
     MLP; pre-norm residuals. Arguments of ``BilateralBlock`` (FSLA's output dropout is ``drop``), and:
@@ -183,7 +250,9 @@ class BOATSwinBlock(BilateralBlock):
       are masked as keys; otherwise real tokens attend to them, as in the toolboxes' Swin;
     - ``proj_drop``: dropout after the window attention's projection (None: ``drop``);
     - ``init_cfg``, ``attention_init_cfg``, ``mlp_init_cfg``: mmengine init configs of the block, its window
-      attention and its MLP (mmpretrain's ``block_cfgs`` / ``attn_cfgs`` / ``ffn_cfgs`` ``init_cfg``).
+      attention and its MLP (mmpretrain's ``block_cfgs`` / ``attn_cfgs`` / ``ffn_cfgs`` ``init_cfg``);
+    - ``window_msa``: 'WindowMSA' (Swin's) or 'WindowMSAV2' (Swin-V2's ``CosineWindowMSA``, with
+      ``cosine_attention_cfg``: ``cpb_mlp_hidden_dims``, ``pretrained_window_size``).
     """
     fsla_under_drop_path = False
 
@@ -192,7 +261,8 @@ class BOATSwinBlock(BilateralBlock):
                  drop_path: float = 0.0, fsla_cfg: Optional[dict] = None, with_cp: bool = False,
                  qk_scale: Optional[float] = None, pad_small_map: bool = False, mask_padding: bool = False,
                  proj_drop: Optional[float] = None, shift_size: Optional[int] = None, init_cfg: Optional[dict] = None,
-                 attention_init_cfg: Optional[dict] = None, mlp_init_cfg: Optional[dict] = None, **block_options):
+                 attention_init_cfg: Optional[dict] = None, mlp_init_cfg: Optional[dict] = None,
+                 window_msa: str = 'WindowMSA', cosine_attention_cfg: Optional[dict] = None, **block_options):
         super().__init__(embed_dims=embed_dims, num_heads=num_heads, use_fsla=use_fsla, fsla_cfg=fsla_cfg,
                          qkv_bias=qkv_bias, attn_drop=attn_drop, fsla_proj_drop=drop, mlp_ratio=mlp_ratio,
                          drop=drop, drop_path=drop_path, with_cp=with_cp,
@@ -200,20 +270,26 @@ class BOATSwinBlock(BilateralBlock):
                                                   shift_size=(window_size // 2 if shift else 0)
                                                   if shift_size is None else shift_size,
                                                   pad_small_map=pad_small_map, mask_padding=mask_padding,
-                                                  proj_drop=proj_drop),
+                                                  proj_drop=proj_drop, window_msa=window_msa,
+                                                  cosine_attention_cfg=cosine_attention_cfg or {}),
                          **block_options)
         # mmpretrain's block_cfgs / attn_cfgs / ffn_cfgs init_cfg, applied by BOATBackbone.init_weights
         self.init_cfg, self.attn.init_cfg, self.mlp.init_cfg = init_cfg, attention_init_cfg, mlp_init_cfg
 
     def _build_image_attention(self, *, embed_dims: int, num_heads: int, qkv_bias: bool, attn_drop: float,
                                drop: float, window_size: int, shift_size: int, qk_scale: Optional[float],
-                               pad_small_map: bool, mask_padding: bool, proj_drop: Optional[float]) -> None:
+                               pad_small_map: bool, mask_padding: bool, proj_drop: Optional[float],
+                               window_msa: str, cosine_attention_cfg: dict) -> None:
         self.window_size = window_size
         self.shift_size = shift_size
         self.pad_small_map = pad_small_map
         self.mask_padding = mask_padding
-        self.attn = WindowMSA(embed_dims, num_heads, window_size, qkv_bias, attn_drop,
-                              drop if proj_drop is None else proj_drop, qk_scale)
+        proj_drop = drop if proj_drop is None else proj_drop
+        if window_msa == 'WindowMSAV2':
+            self.attn = CosineWindowMSA(embed_dims, num_heads, window_size, qkv_bias, attn_drop, proj_drop,
+                                        **cosine_attention_cfg)
+        else:
+            self.attn = WindowMSA(embed_dims, num_heads, window_size, qkv_bias, attn_drop, proj_drop, qk_scale)
 
     def image_attention(self, x: torch.Tensor, hw_shape: Tuple[int, int]) -> torch.Tensor:
         height, width = hw_shape
@@ -426,10 +502,11 @@ class BOATSwinTransformer(BOATBackbone):
             or one per block: ``window_size``, ``shift``, ``num_heads``, ``ffn_ratio``, ``drop_path``,
             ``norm_cfg``, ``with_cp``, ``pad_small_map``, ``init_cfg``, ``attn_cfgs`` with ``qkv_bias``,
             ``qk_scale``, ``attn_drop``, ``proj_drop``, ``window_size``, ``shift_size``, ``pad_small_map``,
-            ``dropout_layer``, ``init_cfg``, and ``ffn_cfgs`` with ``feedforward_channels``, ``num_fcs``,
-            ``act_cfg``, ``ffn_drop``, ``dropout_layer``, ``add_identity``, ``layer_scale_init_value``,
-            ``init_cfg``); later settings win, as there (``toolbox_args.resolve_swin_stages``). Only a
-            ``window_msa`` other than Swin's ``WindowMSA`` (Swin-V2's attention: another model) is refused.
+            ``dropout_layer``, ``init_cfg``, ``window_msa`` ('WindowMSA' or Swin-V2's 'WindowMSAV2', or the
+            class: ``CosineWindowMSA``, with ``cpb_mlp_hidden_dims`` and ``pretrained_window_size``), and
+            ``ffn_cfgs`` with ``feedforward_channels``, ``num_fcs``, ``act_cfg``, ``ffn_drop``,
+            ``dropout_layer``, ``add_identity``, ``layer_scale_init_value``, ``init_cfg``); later settings win,
+            as there (``toolbox_args.resolve_swin_stages``).
         patch_cfg: mmpretrain's patch embedding overrides: ``kernel_size``, ``stride``, ``padding`` ('corner',
             'same' or ints), ``dilation``, ``bias``, ``norm_cfg``, ``init_cfg``, ``input_size``.
         pad_small_map: shift maps no larger than one window too (mmpretrain's True); None: the building

@@ -41,7 +41,7 @@ RELEASED_NUM_STAGES = 4
 CLASSIFIER_HEAD_PREFIX = 'head.fc.'
 
 # Buffers of the upstream models that our modules rebuild instead of loading.
-_DROPPED = re.compile(r'(relative_position_index|attn_mask)$')
+_DROPPED = re.compile(r'(relative_position_index|relative_coords_table|attn_mask)$')
 
 # (pattern, replacement) applied in order to every key.
 _RENAMES: Dict[str, List[Tuple[str, str]]] = {

@@ -235,9 +235,13 @@ ATTN_CFG_KEYS = {'qkv_bias': 'qkv_bias', 'qk_scale': 'qk_scale', 'attn_drop': 'a
                  'window_size': 'attention_window_size', 'shift_size': 'shift_size',
                  'pad_small_map': 'pad_small_map', 'dropout_layer': 'attention_dropout_layer',
                  'embed_dims': 'embed_dims', 'num_heads': 'num_heads', 'init_cfg': 'attention_init_cfg',
-                 'window_msa': 'window_msa'}
-# The window attention class mmpretrain's ``attn_cfgs`` ``window_msa`` may name: Swin's (V1), which BOAT's is.
-SWIN_WINDOW_MSA = 'WindowMSA'
+                 'window_msa': 'window_msa', 'cpb_mlp_hidden_dims': 'cpb_mlp_hidden_dims',
+                 'pretrained_window_size': 'pretrained_window_size'}
+# The window attentions mmpretrain's ``attn_cfgs`` ``window_msa`` may name (a class or its name): Swin's
+# (``WindowMSA``, the default) and Swin-V2's (``WindowMSAV2``: cosine attention, continuous position bias).
+WINDOW_MSA_TYPES = ('WindowMSA', 'WindowMSAV2')
+# The settings only Swin-V2's attention takes, and the one only Swin's takes (mmpretrain's signatures).
+COSINE_ATTENTION_KEYS = ('cpb_mlp_hidden_dims', 'pretrained_window_size')
 FFN_CFG_KEYS = {'feedforward_channels': 'mlp_hidden_dims', 'ffn_drop': 'ffn_drop', 'act_cfg': 'act_cfg',
                 'dropout_layer': 'mlp_dropout_layer', 'add_identity': 'mlp_residual', 'embed_dims': 'embed_dims',
                 'num_fcs': 'mlp_num_fcs', 'layer_scale_init_value': 'mlp_layer_scale', 'init_cfg': 'mlp_init_cfg'}
@@ -262,10 +266,19 @@ def _finish_block(class_name: str, where: str, block: dict) -> dict:
     num_fcs = block.get('mlp_num_fcs', MIN_FFN_NUM_FCS)
     refuse_unless(isinstance(num_fcs, int) and num_fcs >= MIN_FFN_NUM_FCS, class_name, f'{where}.ffn_cfgs num_fcs',
                   num_fcs, f'an int >= {MIN_FFN_NUM_FCS}, as mmcv\'s FFN asserts')
-    window_msa = block.pop('window_msa', SWIN_WINDOW_MSA)
-    refuse_unless(getattr(window_msa, '__name__', window_msa) == SWIN_WINDOW_MSA, class_name,
-                  f'{where}.attn_cfgs window_msa', window_msa,
-                  f"Swin's {SWIN_WINDOW_MSA}: another window attention (Swin-V2's WindowMSAV2) is another model")
+    window_msa = getattr(block.get('window_msa'), '__name__', block.get('window_msa', WINDOW_MSA_TYPES[0]))
+    refuse_unless(window_msa in WINDOW_MSA_TYPES, class_name, f'{where}.attn_cfgs window_msa', window_msa,
+                  f'one of {WINDOW_MSA_TYPES} (or the class)')
+    block['window_msa'] = window_msa
+    cosine = window_msa == WINDOW_MSA_TYPES[1]
+    for key in COSINE_ATTENTION_KEYS:  # Swin's WindowMSA does not take them (a TypeError there)
+        refuse_unless(cosine or key not in block, class_name, f'{where}.attn_cfgs {key}', block.get(key),
+                      f'only with window_msa={WINDOW_MSA_TYPES[1]!r}')
+    block['cosine_attention_cfg'] = {key: block.pop(key) for key in COSINE_ATTENTION_KEYS if key in block}
+    # WindowMSAV2 takes no qk_scale (a TypeError there): only the backbone's default, None, goes with it
+    refuse_unless(not cosine or block.get('qk_scale') is None, class_name, f'{where} qk_scale', block.get('qk_scale'),
+                  f'None with window_msa={WINDOW_MSA_TYPES[1]!r}: its attention is cosine, scaled by a learned '
+                  f'logit_scale')
     window = block['window_size']
     shift = block.pop('shift')
     block['window_size'] = block.pop('attention_window_size', window)

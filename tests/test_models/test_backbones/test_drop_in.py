@@ -229,8 +229,10 @@ def test_cswin_upernet_config_swaps_by_type_alone(tmp_path):
                                      r"backbone's 2"),
     (dict(stage_cfgs=dict(window_msa='WindowMSAV2')), r"stage_cfgs\[0\]=.* is not supported; it sets "
                                                       r"\['window_msa'\]"),
-    (dict(stage_cfgs=dict(block_cfgs=dict(attn_cfgs=dict(window_msa='WindowMSAV2')))),
-     r"attn_cfgs window_msa='WindowMSAV2' is not supported; Swin's WindowMSA: another window attention"),
+    (dict(stage_cfgs=dict(block_cfgs=dict(attn_cfgs=dict(window_msa='WindowMSAV3')))),
+     r"attn_cfgs window_msa='WindowMSAV3' is not supported; one of \('WindowMSA', 'WindowMSAV2'\)"),
+    (dict(stage_cfgs=dict(block_cfgs=dict(attn_cfgs=dict(window_msa='WindowMSAV2'))), qk_scale=0.5),
+     r"qk_scale=0.5 is not supported; None with window_msa='WindowMSAV2'"),
     (dict(stage_cfgs=dict(block_cfgs=dict(ffn_cfgs=dict(num_fcs=1)))),
      r"block_cfgs\[0\].ffn_cfgs num_fcs=1 is not supported; an int >= 2, as mmcv's FFN asserts"),
     (dict(stage_cfgs=dict(block_cfgs=dict(attn_cfgs=dict(shift_size=7)))),

@@ -5,6 +5,7 @@ the same stock arguments through each toolbox's registry, both refuse or both bu
 import pytest
 import torch
 from mmengine.registry import init_default_scope
+from mmpretrain.models.utils import WindowMSAV2
 
 from boat_mm import BOATSwinTransformer
 from boat_mm.models.utils.ckpt_convert import backbone_state_dict, convert_state_dict
@@ -61,14 +62,18 @@ CASES = {
                        attn_cfgs=dict(dropout_layer=dict(type='DropPath', drop_prob=0.2)),
                        ffn_cfgs=dict(dropout_layer=dict(type='Dropout', drop_prob=0.1), num_fcs=3,
                                      layer_scale_init_value=0.5))),
-                       arch=dict(embed_dims=16, depths=(2, 2), num_heads=(1, 2)), out_indices=(0, 1)), PADDED)],
+                       arch=dict(embed_dims=16, depths=(2, 2), num_heads=(1, 2)), out_indices=(0, 1)), PADDED),
+                   (dict(stage_cfgs=dict(block_cfgs=dict(attn_cfgs=dict(
+                       window_msa=WindowMSAV2, cpb_mlp_hidden_dims=32, pretrained_window_size=(3, 3)))),
+                       pad_small_map=True), PADDED)],
 }
 # Stock values both refuse (the stock asserts; BOAT names the argument).
 REFUSED = {
     'mmdet': [dict(pretrain_img_size=(224, 224, 224)), dict(strides=(2, 2, 2, 2))],
     'mmseg': [dict(pretrain_img_size=(224, 224, 224)), dict(strides=(8, 2, 2, 2))],
     'mmpretrain': [dict(patch_cfg=dict(padding='middle')),
-                   dict(stage_cfgs=dict(downsample_cfg=dict(use_post_norm=True)))],
+                   dict(stage_cfgs=dict(downsample_cfg=dict(use_post_norm=True))),
+                   dict(stage_cfgs=dict(block_cfgs=dict(attn_cfgs=dict(cpb_mlp_hidden_dims=32))))],
 }
 
 
