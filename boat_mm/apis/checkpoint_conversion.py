@@ -12,7 +12,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 
 from ..models.backbones import BOATCSWinTransformer, BOATSwinTransformer
-from ..models.backbones.base_backbone import POSITION_EMBEDDING_KEY
+from ..models.backbones.boat_swin import POSITION_EMBEDDING_KEY
 from ..models.utils.ckpt_convert import (
     BACKBONE_TYPES,
     CSWIN,

@@ -1,6 +1,5 @@
 """What both BOAT backbones share: the OpenMMLab backbone contract around the stages."""
 import logging
-import math
 import re
 from abc import ABCMeta, abstractmethod
 from typing import List, Optional, Sequence, Tuple, Union
@@ -20,7 +19,6 @@ from ..layers.transformer_layers import (
     Mlp,
     build_token_norm,
     freeze,
-    resize_position_embedding,
     tokens_to_nchw,
 )
 from ..utils.ckpt_convert import (
@@ -34,8 +32,6 @@ from ..utils.toolbox_args import building_scope, check_in_channels, resolve_fsla
 
 __all__ = ['BOATBackbone', 'BilateralBlock', 'default_out_indices', 'stages_frozen_by', 'build_branch_dropout']
 
-# The stock Swins' absolute position embedding (use_abs_pos_embed=True), resized on load like the window tables.
-POSITION_EMBEDDING_KEY = 'absolute_pos_embed'
 # Std of the truncated-normal init of Linear weights, as in Swin/CSWin.
 LINEAR_INIT_STD = 0.02
 
@@ -198,8 +194,7 @@ class BOATBackbone(BaseModule):
         does not fit is an error naming it, never silently dropped."""
         weights, layout = pretrained_backbone_weights(path, prefix)
         own = self.state_dict()
-        resize_note = self._resize_window_tables(weights, own)
-        position_note = self._resize_position_embedding(weights, own)
+        notes = self._adapt_checkpoint(weights, own)
         unused_norms = [k for k in weights if k not in own and re.match(r'^norm\d+\.', k)]
         unexpected = [k for k in weights if k not in own and k not in unused_norms]
         mismatched = [f'{k}: checkpoint {tuple(weights[k].shape)}, model {tuple(own[k].shape)}'
@@ -217,25 +212,15 @@ class BOATBackbone(BaseModule):
                   f'parameters not in the checkpoint keep their fresh initialisation: {", ".join(new) or "none"}'
                   + (f'; skipped output norms this backbone does not build: {", ".join(unused_norms)}'
                      if unused_norms else ''), logger='current', level=logging.INFO)
-        for note in (resize_note, position_note):
-            if note:
-                print_log(f'{type(self).__name__}: {note}', logger='current', level=logging.INFO)
+        for note in notes:
+            print_log(f'{type(self).__name__}: {note}', logger='current', level=logging.INFO)
 
-    def _resize_position_embedding(self, weights: dict, own: dict) -> Optional[str]:
-        """A checkpoint's absolute position embedding over another patch grid than this backbone's (a square
-        one, as mmpretrain assumes): resized with ``interpolate_mode`` to this backbone's grid; returns the log
-        line."""
-        key = POSITION_EMBEDDING_KEY
-        if key not in weights or key not in own or weights[key].shape == own[key].shape:
-            return None
-        length = weights[key].shape[1]
-        side = math.isqrt(length)
-        if side * side != length or weights[key].shape[2] != own[key].shape[2]:
-            return None  # reported as a shape mismatch
-        weights[key] = resize_position_embedding(weights[key], (side, side), self.position_grid,
-                                                 self.interpolate_mode)
-        return (f'resized {key} from a {side}x{side} to a {self.position_grid[0]}x{self.position_grid[1]} patch '
-                f'grid ({self.interpolate_mode})')
+    def _adapt_checkpoint(self, weights: dict, own: dict) -> List[str]:
+        """Fit checkpoint tensors made for another input geometry to this backbone, in place (here: the
+        relative position tables of another window); returns the log lines. Backbones with more such tensors
+        extend it."""
+        note = self._resize_window_tables(weights, own)
+        return [note] if note else []
 
     @staticmethod
     def _resize_window_tables(weights: dict, own: dict) -> Optional[str]:

@@ -16,7 +16,7 @@ released models, whose last stage at 224 is exactly one window, and mmpretrain's
 Parameter names follow the released checkpoints up to a short rename table (see ``boat_mm.models.utils.ckpt_convert``).
 """
 import math
-from typing import Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -58,6 +58,7 @@ from ..utils.toolbox_args import (
     check_norm_cfg,
     check_overrides,
     check_rate,
+    check_window_size,
     image_size_pair,
     init_cfg_from_pretrained,
     refuse_unless,
@@ -67,7 +68,8 @@ from ..utils.toolbox_args import (
 from .base_backbone import LINEAR_INIT_STD, BilateralBlock, BOATBackbone
 
 __all__ = ['BOATSwinTransformer', 'BOATSwinStage', 'BOATSwinBlock', 'WindowMSA', 'CosineWindowMSA', 'PatchEmbed',
-           'PatchMerging', 'PatchSampler', 'window_partition', 'window_reverse']
+           'PatchMerging', 'PatchSampler', 'window_partition', 'window_reverse', 'WindowAttentionOutput',
+           'relative_position_index', 'POSITION_EMBEDDING_KEY']
 
 # Logit added between tokens of different shifted-window regions, as in Swin and the released BOAT.
 SHIFT_MASK_VALUE = -100.0
@@ -85,6 +87,8 @@ LOGIT_SCALE_INIT = 10.0
 LOGIT_SCALE_MAX = 100.0
 CPB_COORDINATE_RANGE = 8.0
 CPB_BIAS_BOUND = 16.0
+# The stock Swins' absolute position embedding (use_abs_pos_embed=True): its key, resized on load like the tables.
+POSITION_EMBEDDING_KEY = 'absolute_pos_embed'
 # The stock Swins' pretraining size, which sizes the absolute position embedding unless given.
 DEFAULT_PRETRAIN_IMG_SIZE = 224
 # F.interpolate's modes for a 2-D map, which mmpretrain's ``interpolate_mode`` may name.
@@ -143,7 +147,32 @@ def window_reverse(windows: torch.Tensor, window: int, height: int, width: int) 
     return x.reshape(-1, height, width, c)
 
 
-class WindowMSA(nn.Module):
+def relative_position_index(window_size: int) -> torch.Tensor:
+    """(window**2, window**2) index of every (query, key) pair's relative offset in a (2w-1)**2 table, as
+    Swin (and Swin-V2) index their relative position bias."""
+    coords = torch.stack(torch.meshgrid(torch.arange(window_size), torch.arange(window_size),
+                                        indexing='ij')).flatten(1)
+    relative = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0) + (window_size - 1)
+    return relative[..., 0] * (2 * window_size - 1) + relative[..., 1]
+
+
+class WindowAttentionOutput:
+    """What Swin's and Swin-V2's window attentions share after their logits: the shifted-window mask, the
+    softmax, the values and the projection (a mixin of ``num_heads``, ``attn_drop``, ``proj``, ``proj_drop``)."""
+
+    def _attend(self, attn: torch.Tensor, v: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
+        """attn: (B * num_windows, heads, n, n) logits; v: (B * num_windows, heads, n, d); mask as ``forward``'s."""
+        bw, _, n, _ = attn.shape
+        if mask is not None:
+            num_windows = mask.shape[0]
+            attn = attn.view(bw // num_windows, num_windows, self.num_heads, n, n)
+            attn = (attn + mask.to(attn.dtype).unsqueeze(1).unsqueeze(0)).view(bw, self.num_heads, n, n)
+        attn = self.attn_drop(attn.softmax(dim=-1))
+        x = (attn @ v).transpose(1, 2).reshape(bw, n, -1)
+        return self.proj_drop(self.proj(x))
+
+
+class WindowMSA(WindowAttentionOutput, nn.Module):
     """Window multi-head self-attention with a learned relative position bias (Swin)."""
 
     def __init__(self, embed_dims: int, num_heads: int, window_size: int, qkv_bias: bool = True,
@@ -154,12 +183,8 @@ class WindowMSA(nn.Module):
         self.scale = qk_scale or (embed_dims // num_heads) ** -0.5
         self.relative_position_bias_table = nn.Parameter(
             torch.zeros((2 * window_size - 1) ** 2, num_heads))
-        coords = torch.stack(torch.meshgrid(torch.arange(window_size), torch.arange(window_size),
-                                            indexing='ij')).flatten(1)
-        relative = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0) + (window_size - 1)
-        index = relative[..., 0] * (2 * window_size - 1) + relative[..., 1]
         # Rebuilt from window_size, so not saved (the converter drops the released copy).
-        self.register_buffer('relative_position_index', index, persistent=False)
+        self.register_buffer('relative_position_index', relative_position_index(window_size), persistent=False)
         self.qkv = nn.Linear(embed_dims, embed_dims * 3, bias=qkv_bias)
         self.attn_drop = nn.Dropout(attn_drop)
         self.proj = nn.Linear(embed_dims, embed_dims)
@@ -171,17 +196,10 @@ class WindowMSA(nn.Module):
         q, k, v = self.qkv(x).view(bw, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
         attn = (q * self.scale) @ k.transpose(-2, -1)
         bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
-        attn = attn + bias.view(n, n, -1).permute(2, 0, 1).unsqueeze(0)
-        if mask is not None:
-            num_windows = mask.shape[0]
-            attn = attn.view(bw // num_windows, num_windows, self.num_heads, n, n)
-            attn = (attn + mask.to(attn.dtype).unsqueeze(1).unsqueeze(0)).view(bw, self.num_heads, n, n)
-        attn = self.attn_drop(attn.softmax(dim=-1))
-        x = (attn @ v).transpose(1, 2).reshape(bw, n, c)
-        return self.proj_drop(self.proj(x))
+        return self._attend(attn + bias.view(n, n, -1).permute(2, 0, 1).unsqueeze(0), v, mask)
 
 
-class CosineWindowMSA(nn.Module):
+class CosineWindowMSA(WindowAttentionOutput, nn.Module):
     """Swin-V2's window attention, as mmpretrain's ``WindowMSAV2`` (its parameter names): cosine similarity of
     queries and keys times a learned per-head ``logit_scale`` (capped at ``LOGIT_SCALE_MAX``), plus a
     continuous relative position bias: a small MLP (``cpb_mlp``) of log-spaced relative coordinates, bounded
@@ -205,11 +223,7 @@ class CosineWindowMSA(nn.Module):
         table = torch.sign(table) * torch.log2(table.abs() + 1.0) / math.log2(CPB_COORDINATE_RANGE)
         # Rebuilt from the window, so not saved (the converter drops the stock copies).
         self.register_buffer('relative_coords_table', table.view(-1, 2), persistent=False)
-        coords = torch.stack(torch.meshgrid(torch.arange(window_size), torch.arange(window_size),
-                                            indexing='ij')).flatten(1)
-        relative = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0) + (window_size - 1)
-        self.register_buffer('relative_position_index', relative[..., 0] * (2 * window_size - 1) + relative[..., 1],
-                             persistent=False)
+        self.register_buffer('relative_position_index', relative_position_index(window_size), persistent=False)
         self.qkv = nn.Linear(embed_dims, embed_dims * 3, bias=False)
         self.q_bias = nn.Parameter(torch.zeros(embed_dims)) if qkv_bias else None
         self.v_bias = nn.Parameter(torch.zeros(embed_dims)) if qkv_bias else None
@@ -229,14 +243,7 @@ class CosineWindowMSA(nn.Module):
         attn = attn * self.logit_scale.clamp(max=math.log(LOGIT_SCALE_MAX)).exp()
         table = self.cpb_mlp(self.relative_coords_table)
         position_bias = table[self.relative_position_index.view(-1)].view(n, n, -1).permute(2, 0, 1)
-        attn = attn + CPB_BIAS_BOUND * torch.sigmoid(position_bias).unsqueeze(0)
-        if mask is not None:
-            num_windows = mask.shape[0]
-            attn = attn.view(bw // num_windows, num_windows, self.num_heads, n, n)
-            attn = (attn + mask.to(attn.dtype).unsqueeze(1).unsqueeze(0)).view(bw, self.num_heads, n, n)
-        attn = self.attn_drop(attn.softmax(dim=-1))
-        x = (attn @ v).transpose(1, 2).reshape(bw, n, c)
-        return self.proj_drop(self.proj(x))
+        return self._attend(attn + CPB_BIAS_BOUND * torch.sigmoid(position_bias).unsqueeze(0), v, mask)
 
 
 class BOATSwinBlock(BilateralBlock):
@@ -569,8 +576,7 @@ class BOATSwinTransformer(BOATBackbone):
                       f'one of {INTERPOLATE_MODES}')
         self._setup_fsla(num_stages, fsla_stages, fsla_cfg, cluster_size=cluster_size, overlap=overlap,
                          kmeans_iters=kmeans_iters, temperature=temperature, fsla_qk_scale=fsla_qk_scale)
-        refuse_unless(isinstance(window_size, int) and window_size >= 1, name, 'window_size', window_size,
-                      'a positive int (released: 7)')
+        check_window_size(name, window_size)
         embed_dims = settings['embed_dims']
         # norm_cfg: every norm under mmdet / mmseg; only the output norms under mmpretrain (None: none there)
         output_norm_cfg = LAYER_NORM_CFG if norm_cfg is UNSET else norm_cfg
@@ -644,7 +650,6 @@ class BOATSwinTransformer(BOATBackbone):
         does not."""
         self.interpolate_mode = interpolate_mode
         self.freeze_position_embedding = not like_mmpretrain
-        self.use_abs_pos_embed = use_abs_pos_embed
         self.position_grid = None
         if not use_abs_pos_embed:
             self.absolute_pos_embed = None
@@ -690,12 +695,34 @@ class BOATSwinTransformer(BOATBackbone):
         """The released placement: every stage but the last (those larger than a window at 224)."""
         return tuple(range(num_stages - 1))
 
+    @property
+    def use_abs_pos_embed(self) -> bool:
+        """The stock attribute: whether the backbone has an absolute position embedding."""
+        return self.absolute_pos_embed is not None
+
     def _embed(self, x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int]]:
         x, hw_shape = self.patch_embed(x)
         if self.absolute_pos_embed is not None:
             x = x + resize_position_embedding(self.absolute_pos_embed, self.position_grid, hw_shape,
                                               self.interpolate_mode)
         return self.drop_after_pos(x), hw_shape
+
+    def _adapt_checkpoint(self, weights: dict, own: dict) -> List[str]:
+        """The window tables (``BOATBackbone``), and a checkpoint's absolute position embedding over another
+        patch grid than this backbone's (a square one, as mmpretrain assumes), resized with
+        ``interpolate_mode`` to this backbone's grid, as mmpretrain's load hook resizes it."""
+        notes = super()._adapt_checkpoint(weights, own)
+        key = POSITION_EMBEDDING_KEY
+        if key not in weights or key not in own or weights[key].shape == own[key].shape:
+            return notes
+        length = weights[key].shape[1]
+        side = math.isqrt(length)
+        if side * side != length or weights[key].shape[2] != own[key].shape[2]:
+            return notes  # reported as a shape mismatch
+        weights[key] = resize_position_embedding(weights[key], (side, side), self.position_grid,
+                                                 self.interpolate_mode)
+        return notes + [f'resized {key} from a {side}x{side} to a {self.position_grid[0]}x'
+                        f'{self.position_grid[1]} patch grid ({self.interpolate_mode})']
 
     def _init_fresh_weights(self) -> None:
         super()._init_fresh_weights()

@@ -14,8 +14,8 @@ __all__ = ['resolve_arch', 'refuse_unless', 'merge_alias', 'init_cfg_from_pretra
            'resolve_fsla_cfg', 'UNSET', 'FSLA_CFG_KEYS', 'check_image_size', 'image_size_pair', 'check_rate',
            'check_in_channels',
            'building_scope', 'builds_like_mmpretrain', 'per_item', 'check_keys', 'check_overrides',
-           'resolve_swin_stages', 'check_norm_cfg', 'check_act_cfg', 'check_empty_cfg', 'STAGE_CFG_KEYS',
-           'BLOCK_CFG_KEYS', 'ATTN_CFG_KEYS', 'FFN_CFG_KEYS',
+           'resolve_swin_stages', 'check_window_size', 'check_norm_cfg', 'check_act_cfg', 'check_empty_cfg',
+           'STAGE_CFG_KEYS', 'BLOCK_CFG_KEYS', 'ATTN_CFG_KEYS', 'FFN_CFG_KEYS',
            'PATCH_CFG_KEYS', 'PATCH_CFG_SETTINGS', 'PATCH_CFG_RENAMES', 'PATCH_CONV_TYPES', 'DOWNSAMPLE_CFG_KEYS']
 
 # Toolboxes whose Swin gives some arguments another meaning than mmdet's and mmseg's (``builds_like_mmpretrain``).
@@ -253,6 +253,12 @@ DROPOUT_LAYER_TYPES = ('DropPath', 'Dropout')
 STAGE_SETTINGS_FOR_BLOCKS = ('window_size', 'with_cp', 'pad_small_map', 'num_heads')
 
 
+def check_window_size(class_name: str, window_size: Any) -> None:
+    """A Swin window: a positive int."""
+    refuse_unless(isinstance(window_size, int) and window_size >= 1, class_name, 'window_size', window_size,
+                  'a positive int (released: 7)')
+
+
 def _check_dropout_layer(class_name: str, name: str, cfg) -> None:
     refuse_unless(cfg is None or (isinstance(cfg, Mapping) and cfg.get('type') in DROPOUT_LAYER_TYPES),
                   class_name, name, cfg, f"None or a dict with type in {DROPOUT_LAYER_TYPES} and a drop_prob")
@@ -280,12 +286,11 @@ def _finish_block(class_name: str, where: str, block: dict) -> dict:
                   f'None with window_msa={WINDOW_MSA_TYPES[1]!r}: its attention is cosine, scaled by a learned '
                   f'logit_scale')
     window = block['window_size']
+    check_window_size(class_name, window)
     shift = block.pop('shift')
     block['window_size'] = block.pop('attention_window_size', window)
+    check_window_size(class_name, block['window_size'])
     block['shift_size'] = block.pop('shift_size', window // 2 if shift else 0)
-    for key in ('window_size',):
-        refuse_unless(isinstance(block[key], int) and block[key] >= 1, class_name, key, block[key],
-                      'a positive int (released: 7)')
     refuse_unless(isinstance(block['shift_size'], int) and 0 <= block['shift_size'] < block['window_size'],
                   class_name, f'{where} shift_size', block['shift_size'],
                   f'0 <= shift_size < window_size={block["window_size"]}')
